@@ -1,0 +1,98 @@
+"""The command line: ``nlpkit run | plugins | predict | report``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from nlpkit.errors import NlpkitError
+
+
+class _Group(click.Group):
+    """Print input errors as one clear message, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except NlpkitError as err:
+            click.secho(f"Error: {err}", fg="red", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="nlpkit")
+def main() -> None:
+    """Plugin-based NLP experiments: one YAML recipe, every model x task x seed, one comparison report."""
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe key.")
+@click.option("--dry-run", is_flag=True, help="Print the expanded plan and exit.")
+@click.option("--force", is_flag=True, help="Re-run runs that already finished.")
+def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool) -> None:
+    """Train and evaluate every model x task x seed of RECIPE, then write the comparison summary."""
+    from nlpkit.recipe import load_recipe
+
+    plan = load_recipe(recipe, list(overrides))
+    if dry_run:
+        click.echo(f"Recipe '{plan.name}': {len(plan.runs)} runs")
+        for spec in plan.runs:
+            state = "finished" if (spec.folder / "results.json").exists() else "to run"
+            opts = {**spec.model_options, **spec.train.model_dump(exclude_defaults=True)}
+            click.echo(f"  {spec.folder}  [{state}]  {spec.task.dataset}  {json.dumps(opts)}")
+        return
+    from nlpkit.engine import run_recipe
+
+    run_recipe(plan, force=force, echo=click.echo)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json: bool) -> None:
+    """List installed models, tasks and datasets, where each comes from, and which model serves which task."""
+    from nlpkit.plugins import registry
+
+    reg = registry()
+    info = {
+        "models": {n: {"source": reg.sources[("models", n)], "serves": list(c.serves)} for n, c in reg.models.items()},
+        "tasks": {n: {"source": reg.sources[("tasks", n)], "kind": c.kind, "main_metric": c.main_metric}
+                  for n, c in reg.tasks.items()},
+        "datasets": {n: {"source": reg.sources[("datasets", n)], "kind": c.kind} for n, c in reg.datasets.items()},
+        "failed": reg.failed,
+    }
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for kind in ("models", "tasks", "datasets"):
+        click.echo(f"{kind.capitalize()}:")
+        for name, row in sorted(info[kind].items()):
+            detail = ", ".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in row.items())
+            click.echo(f"  {name:<16} {detail}")
+    click.echo("\nModel x task (yes = the model serves the task's kind):")
+    tasks = sorted(reg.tasks)
+    click.echo("  " + " " * 14 + "".join(f"{t:>16}" for t in tasks))
+    for m, cls in sorted(reg.models.items()):
+        click.echo(f"  {m:<14}" + "".join(f"{'yes' if reg.tasks[t].kind in cls.serves else '-':>16}" for t in tasks))
+    for name, err in reg.failed.items():
+        click.secho(f"Failed to load plugin '{name}': {err}", fg="yellow")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("texts", nargs=-1, required=True)
+def predict(run_dir: str, texts: tuple[str, ...]) -> None:
+    """Load the model of a finished run and predict on TEXTS."""
+    from nlpkit.predict import load_run, predict_examples
+
+    task, model = load_run(Path(run_dir))
+    examples = [task.parse(t) for t in texts]
+    for text, ex, pred in zip(texts, examples, predict_examples(model, examples)):
+        click.echo(f"{text}\n  -> {task.render(ex, pred)}")
+
+
+if __name__ == "__main__":
+    main()

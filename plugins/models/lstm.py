@@ -1,0 +1,38 @@
+"""``lstm``: an embedding + bidirectional LSTM encoder; classification reads the final states.
+
+It is the encoder half of the LSTM encoder-decoder (Sutskever et al., 2014): the whole input is
+squeezed into the final state, which is what attention (``attention.py``) improves on.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from nlpkit_plugins.models.recurrent import BiLSTMEncoder, RecurrentModel
+from torch import nn
+
+import nlpkit
+from nlpkit.contract import Output
+
+
+class LSTMModel(RecurrentModel):
+    name = "lstm"
+
+    def build(self) -> None:
+        self.encoder = BiLSTMEncoder(self.tokenizer.get_vocab_size(), self.options)
+        self.head = nn.Linear(self.encoder.output_size, len(self.spec.labels))
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor | None = None) -> Output:
+        _, final = self.encoder(ids, lengths)
+        logits = self.head(final)
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        return Output(loss=loss, logits=logits)
+
+    @torch.no_grad()
+    def predict(self, batch: dict[str, torch.Tensor]) -> list[dict]:
+        return self.classification_predictions(self(batch["ids"], batch["lengths"]).logits)
+
+
+@nlpkit.hookimpl
+def register_models(register):
+    register(LSTMModel)
