@@ -67,7 +67,8 @@ class Unsupported(Exception):
 
 
 class Model(nn.Module):
-    """A model plugin. One class may serve several task kinds (it builds the head the spec asks for)."""
+    """A model plugin. One registered class may serve several task kinds: ``create``/``load`` may return an
+    instance of a per-kind subclass (e.g. the ``lstm`` plugin returns its tagger for a tagging spec)."""
 
     name: ClassVar[str]
     serves: ClassVar[tuple[str, ...]] = ()
@@ -96,7 +97,8 @@ class Model(nn.Module):
 
     # --- data ---------------------------------------------------------------------------
     def encode(self, example: dict) -> dict[str, Any]:
-        """Turn one example into features (lists of ints). Must set ``length`` (tokens, for batching)."""
+        """Turn one example into features (lists of ints). Must set ``length`` (tokens, for batching and
+        token budgets); may set ``n_tokens`` (what tokens/s counts, e.g. target tokens; default ``length``)."""
         raise NotImplementedError
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

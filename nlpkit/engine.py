@@ -57,8 +57,7 @@ def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = Non
     """Train and evaluate one run; write its folder; return its results."""
     reg = reg or registry()
     model_cls: type[Model] = reg.model(spec.model)
-    accelerator, precision = make_accelerator(spec.train, model_cls)
-    main = accelerator.is_main_process
+    main = int(os.environ.get("RANK", "0")) == 0
     folder = spec.folder
     cache = cache if cache is not None else {}
     key = (spec.task.model_dump_json(),)
@@ -77,6 +76,7 @@ def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = Non
             write_json(folder / "task.json", task.state())
             (folder / "metrics.jsonl").unlink(missing_ok=True)
         model = model_cls.create(task.spec, model_cls.Options(**spec.model_options), train_ex)
+        accelerator, precision = make_accelerator(spec.train, type(model))  # create() may pick a per-kind class
         encoded = {name: [model.encode(ex) for ex in exs] for name, exs in
                    (("train", train_ex), ("validation", val_ex), ("test", test_ex))}
         log = MetricsLog(folder / "metrics.jsonl", enabled=main)

@@ -129,7 +129,7 @@ def train(
                 loss = wrapped(**batch).loss
             accelerator.backward(loss / options.grad_accum)
             result.examples += len(idx) * world
-            result.tokens += sum(train_features[i]["length"] for i in idx) * world
+            result.tokens += sum(train_features[i].get("n_tokens", train_features[i]["length"]) for i in idx) * world
             running, running_n = running + loss.item(), running_n + 1
             if sync:
                 if options.grad_clip:
