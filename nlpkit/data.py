@@ -16,7 +16,10 @@ from nlpkit.errors import NlpkitError
 def data_dir(dataset: str, explicit: str | Path | None = None) -> Path | None:
     """The local folder for ``dataset``: the explicit path if given, else $NLPKIT_DATA/<dataset>, else None."""
     if explicit:
-        path = Path(explicit).expanduser()
+        if "$NLPKIT_DATA" in str(explicit) and not os.environ.get("NLPKIT_DATA"):
+            raise NlpkitError(f"data_dir '{explicit}' uses $NLPKIT_DATA, which is not set: "
+                              "set it to the folder that holds your datasets")
+        path = Path(os.path.expandvars(str(explicit))).expanduser()
         if not path.exists():
             raise NlpkitError(f"Data folder for '{dataset}' not found: {path}")
         return path
