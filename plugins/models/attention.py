@@ -7,6 +7,8 @@ returned with each prediction so reports can show what the model looked at.
 
 from __future__ import annotations
 
+import json
+
 import torch
 import torch.nn.functional as F
 from nlpkit_plugins.models.recurrent import BiLSTMEncoder, RecurrentModel, RecurrentOptions
@@ -37,6 +39,21 @@ class AdditivePooling(nn.Module):
 class AttentionModel(RecurrentModel):
     name = "attention"
     Options = AttentionOptions
+    serves = ("classification", "tagging")
+
+    @classmethod
+    def create(cls, spec, options, train):
+        if spec.kind == "tagging" and cls is AttentionModel:
+            from nlpkit_plugins.models.tagging import AttentionTagger
+            return AttentionTagger.create(spec, options, train)
+        return super().create(spec, options, train)
+
+    @classmethod
+    def load(cls, folder):
+        if cls is AttentionModel and json.loads((folder / "config.json").read_text())["spec"]["kind"] == "tagging":
+            from nlpkit_plugins.models.tagging import AttentionTagger
+            return AttentionTagger.load(folder)
+        return super().load(folder)
 
     def build(self) -> None:
         self.encoder = BiLSTMEncoder(self.tokenizer.get_vocab_size(), self.options)

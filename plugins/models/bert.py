@@ -28,6 +28,7 @@ class BertOptions(Options):
     max_length: int = 128
     pooling: str = "mean"  # mean | cls: how classification reads the sequence
     dropout: float = 0.1
+    stride: int = 32  # tagging: sub-tokens shared by consecutive windows of a sentence longer than max_length
 
 
 def resolve_pretrained(name: str) -> str:
@@ -43,7 +44,7 @@ def resolve_pretrained(name: str) -> str:
 
 class BertModel(Model):
     name = "bert"
-    serves = ("classification",)
+    serves = ("classification", "tagging")
     Options = BertOptions
 
     def __init__(self, spec: TaskSpec, options: BertOptions, encoder: nn.Module, tokenizer: Any):
@@ -55,6 +56,9 @@ class BertModel(Model):
 
     @classmethod
     def create(cls, spec: TaskSpec, options: BertOptions, train: list[dict]) -> BertModel:
+        if spec.kind == "tagging" and cls is BertModel:
+            from nlpkit_plugins.models.tagging import BertTagger
+            return BertTagger.create(spec, options, train)
         source = resolve_pretrained(options.pretrained)
         hf_logging.set_verbosity_error()  # the unused pooler weights are expected, not news
         try:
@@ -78,6 +82,9 @@ class BertModel(Model):
     @classmethod
     def load(cls, folder: Path) -> BertModel:
         config = json.loads((folder / "config.json").read_text())
+        if cls is BertModel and config["spec"]["kind"] == "tagging":
+            from nlpkit_plugins.models.tagging import BertTagger
+            return BertTagger.load(folder)
         encoder_config = AutoConfig.from_pretrained(folder / "encoder")
         encoder = AutoModel.from_config(encoder_config, add_pooling_layer=False, attn_implementation="eager")
         model = cls(TaskSpec(**config["spec"]), cls.Options(**config["options"]), encoder,

@@ -29,6 +29,11 @@ class RecurrentOptions(Options):
     layers: int = 1
     dropout: float = 0.3
     max_length: int = 256
+    # tagging (ner) only: character CNN features (char_dim 0 = none), a CRF layer, words replaced by UNK in training
+    char_dim: int = 30
+    char_filters: int = 50
+    crf: bool = True
+    word_dropout: float = 0.05
 
 
 class BiLSTMEncoder(nn.Module):
