@@ -94,5 +94,20 @@ def predict(run_dir: str, texts: tuple[str, ...]) -> None:
         click.echo(f"{text}\n  -> {task.render(ex, pred)}")
 
 
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--out", default="reports/overview", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for results.csv, report.md / report.html and figures/.")
+@click.option("--format", "formats", multiple=True, type=click.Choice(["md", "html"]),
+              help="Report format; repeat for both (default: md and html). results.csv is always written.")
+def report(run_dirs: tuple[str, ...], out: str, formats: tuple[str, ...]) -> None:
+    """Compare the finished runs in RUN_DIRS (run folders or folders above them, e.g. runs/agnews):
+    tables of mean ± std over seeds, figures, significance tests and sample predictions."""
+    from nlpkit.report import FORMATS, write_plugin_report
+
+    written = write_plugin_report(run_dirs, out, formats or FORMATS)
+    click.echo(f"Report: {written}")
+
+
 if __name__ == "__main__":
     main()

@@ -125,7 +125,7 @@ def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = Non
 
 
 def run_recipe(recipe: Recipe, force: bool = False, echo: Any = print) -> list[dict[str, Any]]:
-    """Run every run of the recipe in order, skipping finished ones; then write the summary."""
+    """Run every run of the recipe in order, skipping finished ones; then write the summary and report."""
     reg = registry()
     results, cache = [], {}
     for i, spec in enumerate(recipe.runs, 1):
@@ -141,10 +141,11 @@ def run_recipe(recipe: Recipe, force: bool = False, echo: Any = print) -> list[d
              f"({res['train_seconds']:.0f}s, {res['train_examples_per_s']:.1f} examples/s, {res['precision']})")
         results.append(res)
     if int(os.environ.get("RANK", "0")) == 0:
-        from nlpkit.summary import write_summary
+        from nlpkit.report import summarize, write_plugin_report
 
-        written = write_summary([s.folder for s in recipe.runs], recipe.reports)
-        echo(f"Summary: {written}")
+        folders = [s.folder for s in recipe.runs]
+        echo(f"Summary: {summarize(folders, recipe.reports)}")
+        echo(f"Report: {write_plugin_report(folders, recipe.reports)}")
     return results
 
 

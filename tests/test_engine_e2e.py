@@ -2,6 +2,7 @@
 finished runs are skipped on re-run."""
 
 import json
+import re
 import textwrap
 
 import pytest
@@ -83,10 +84,14 @@ def test_predict_cli_prints_label(finished):
 
 def test_summary_written(finished):
     out, _, _ = finished
-    summary = (out / "reports" / "tiny" / "summary.md").read_text()
+    reports = out / "reports" / "tiny"
+    summary = (reports / "summary.md").read_text()
+    assert "| model | seeds | accuracy (main) | macro_f1 | examples/s |" in summary
     for model in ("lstm", "attention", "bert"):
-        assert f"| {model}" in summary
-    assert "accuracy" in summary and "train_examples_per_s" in summary
+        assert re.search(rf"^\| {model} \| 1 \| (\*\*)?[01]\.\d{{4}}", summary, re.M), summary
+    assert "train_examples_per_s_mean" in (reports / "summary.csv").read_text()
+    for name in ("report.md", "report.html", "results.csv"):  # the full comparison report, too
+        assert (reports / name).exists(), name
 
 
 def test_rerun_skips_finished_runs(finished):
