@@ -3,7 +3,8 @@
 Batches are made from all examples sorted by length (ties broken at random), then served in a random
 order. ``max_tokens`` caps padded tokens per batch instead of a fixed count, so short sentences come in
 big batches and long ones in small ones. The same seed and epoch always give the same batches, which
-is what makes a resumed run repeat the uninterrupted one.
+is what makes a resumed run repeat the uninterrupted one, and lets every DDP process build the
+same global batches without talking to the others.
 """
 
 from __future__ import annotations
@@ -41,8 +42,11 @@ def length_batches(
     return batches
 
 
-def shard(batches: list[list[int]], rank: int, world: int) -> list[list[int]]:
-    """This process's share of the batches. Every process gets the same number (the last few are dropped
-    in training so that no process waits on a gradient all-reduce that never comes)."""
-    usable = len(batches) - len(batches) % world if world > 1 else len(batches)
-    return batches[rank:usable:world]
+def shard(batch: list[int], rank: int, world: int) -> list[int]:
+    """This process's part of one global batch under DDP: every ``world``-th example from position ``rank``.
+
+    Every process builds the same global batches a 1-process run builds and takes its part of each, so
+    1 process and N see the same examples in the same steps. A batch is sorted by length, so the parts
+    have nearly equal lengths; they may differ in size by one (and be empty when the batch has fewer
+    examples than processes): the training loop weights each process's loss by its share of the batch."""
+    return batch[rank::world]

@@ -19,7 +19,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except NlpkitError as err:
             click.secho(f"Error: {err}", fg="red", err=True)
-            sys.exit(2)
+            sys.exit(getattr(err, "exit_code", 2))  # a run stopped by SIGTERM exits 128 + 15
 
 
 @click.group(cls=_Group)
@@ -33,21 +33,31 @@ def main() -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe key.")
 @click.option("--dry-run", is_flag=True, help="Print the expanded plan and exit.")
 @click.option("--force", is_flag=True, help="Re-run runs that already finished.")
-def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool) -> None:
-    """Train and evaluate every model x task x seed of RECIPE, then write the comparison summary."""
+@click.option("--restart", is_flag=True, help="Start unfinished runs over instead of resuming their checkpoints.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runs of the matrix to train side by side, each with its share of the cores (or one GPU).")
+def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool, restart: bool, jobs: int) -> None:
+    """Train and evaluate every model x task x seed of RECIPE, then write the comparison summary.
+
+    Finished runs are skipped; an interrupted run resumes from its last checkpoint. Under
+    `torchrun --nproc_per_node N -m nlpkit run ...` (or `accelerate launch`) every run trains with DDP."""
     from nlpkit.recipe import load_recipe
 
     plan = load_recipe(recipe, list(overrides))
     if dry_run:
+        from nlpkit.checkpoint import latest_step
+
         click.echo(f"Recipe '{plan.name}': {len(plan.runs)} runs")
         for spec in plan.runs:
-            state = "finished" if (spec.folder / "results.json").exists() else "to run"
+            step = latest_step(spec.folder / "checkpoints")
+            state = "finished" if (spec.folder / "results.json").exists() else f"resumes at step {step}" if step \
+                else "to run"
             opts = {**spec.model_options, **spec.train.model_dump(exclude_defaults=True)}
             click.echo(f"  {spec.folder}  [{state}]  {spec.task.dataset}  {json.dumps(opts)}")
         return
     from nlpkit.engine import run_recipe
 
-    run_recipe(plan, force=force, echo=click.echo)
+    run_recipe(plan, force=force, echo=click.echo, restart=restart, jobs=jobs)
 
 
 @main.command()

@@ -7,6 +7,7 @@ score the test split, and write the run folder (results.json last, so its presen
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
@@ -17,14 +18,14 @@ from typing import Any
 import torch
 from accelerate.utils import set_seed
 
-from nlpkit import data
+from nlpkit import checkpoint, data
 from nlpkit.contract import Dataset, Model, Task
 from nlpkit.errors import NlpkitError
 from nlpkit.hardware import device_description, peak_memory_mb
 from nlpkit.plugins import Registry, registry
 from nlpkit.recipe import Recipe, RunSpec, TaskEntry
 from nlpkit.runs import MetricsLog, is_finished, run_lock, write_json, write_jsonl, write_yaml
-from nlpkit.training import evaluate, make_accelerator, predict, train
+from nlpkit.training import evaluate, make_accelerator, predict, start_model, train
 
 SPLITS = ("train", "validation", "test")
 
@@ -53,8 +54,10 @@ def versions() -> dict[str, str]:
     return out
 
 
-def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = None) -> dict[str, Any]:
-    """Train and evaluate one run; write its folder; return its results."""
+def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = None,
+            restart: bool = False) -> dict[str, Any]:
+    """Train and evaluate one run; write its folder; return its results. An unfinished run resumes from
+    its newest checkpoint unless ``restart``."""
     reg = reg or registry()
     model_cls: type[Model] = reg.model(spec.model)
     main = int(os.environ.get("RANK", "0")) == 0
@@ -70,18 +73,23 @@ def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = Non
     test_ex = examples["test"][: spec.train.max_eval_examples]
 
     with run_lock(folder) if main else nullcontext():
+        if is_finished(folder) and not restart and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            return json.loads((folder / "results.json").read_text())  # another process finished it meanwhile
+        checkpoints = folder / "checkpoints"
         set_seed(spec.seed)
         if main:
+            if restart:
+                checkpoint.clear(checkpoints)
             write_yaml(folder / "recipe.yaml", spec.to_dict())
             write_json(folder / "task.json", task.state())
-            (folder / "metrics.jsonl").unlink(missing_ok=True)
-        model = model_cls.create(task.spec, model_cls.Options(**spec.model_options), train_ex)
+        model = start_model(model_cls, lambda: model_cls.create(task.spec, model_cls.Options(**spec.model_options),
+                                                                train_ex), checkpoints, spec.train.device)
         accelerator, precision = make_accelerator(spec.train, type(model))  # create() may pick a per-kind class
         encoded = {name: [model.encode(ex) for ex in exs] for name, exs in
                    (("train", train_ex), ("validation", val_ex), ("test", test_ex))}
         log = MetricsLog(folder / "metrics.jsonl", enabled=main)
         fit = train(model, task, encoded["train"], encoded["validation"], val_ex, spec.train, spec.seed, log,
-                    accelerator, precision)
+                    accelerator, precision, checkpoints)
         predictions = predict(model, encoded["test"], spec.train, accelerator)
         test_metrics = task.metrics(test_ex, predictions)
         details = test_metrics.pop("details", None)
@@ -111,6 +119,8 @@ def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = Non
             "device_type": accelerator.device.type,
             "precision": precision,
             "processes": fit.world_size,
+            "effective_batch_size": fit.effective_batch_size,
+            "resumed_from_step": fit.resumed_from,
             "labels": task.spec.labels if task.spec else [],
             "versions": versions(),
             "argv": sys.argv,
@@ -120,33 +130,52 @@ def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = Non
             write_jsonl(folder / "predictions.jsonl",
                         [task.record(i, ex, p) for i, (ex, p) in enumerate(zip(test_ex, predictions))])
             write_json(folder / "results.json", results)  # last: marks the run finished
+            checkpoint.clear(checkpoints)
         accelerator.wait_for_everyone()
     return results
 
 
-def run_recipe(recipe: Recipe, force: bool = False, echo: Any = print) -> list[dict[str, Any]]:
-    """Run every run of the recipe in order, skipping finished ones; then write the summary and report."""
-    reg = registry()
-    results, cache = [], {}
+def run_recipe(recipe: Recipe, force: bool = False, echo: Any = print, restart: bool = False,
+               jobs: int = 1) -> list[dict[str, Any]]:
+    """Run every run of the recipe, skipping finished ones and resuming interrupted ones (``restart``
+    starts those over); ``jobs`` > 1 runs that many side by side. Then write the summary and the comparison report."""
+    main = int(os.environ.get("RANK", "0")) == 0
+    say = echo if main else (lambda *_: None)  # under DDP only the main process talks
+    todo = []
     for i, spec in enumerate(recipe.runs, 1):
         if is_finished(spec.folder) and not force:
-            echo(f"[{i}/{len(recipe.runs)}] {spec.name}: finished, skipping (--force re-runs)")
+            say(f"[{i}/{len(recipe.runs)}] {spec.name}: finished, skipping (--force re-runs)")
             continue
-        if force and is_finished(spec.folder):
-            (spec.folder / "results.json").unlink()
-        echo(f"[{i}/{len(recipe.runs)}] {spec.name}: training")
-        res = execute(spec, reg, cache)
-        metric = res["main_metric"]
-        echo(f"[{i}/{len(recipe.runs)}] {spec.name}: test {metric} = {res['test'][metric]:.4f} "
-             f"({res['train_seconds']:.0f}s, {res['train_examples_per_s']:.1f} examples/s, {res['precision']})")
-        results.append(res)
-    if int(os.environ.get("RANK", "0")) == 0:
+        if force and main:
+            (spec.folder / "results.json").unlink(missing_ok=True)
+        todo.append((i, spec))
+    if jobs > 1:
+        from nlpkit.jobs import run_parallel
+
+        results = run_parallel(todo, len(recipe.runs), jobs, restart or force, say)
+    else:
+        reg, results, cache = registry(), [], {}
+        for i, spec in todo:
+            step = None if restart or force else checkpoint.latest_step(spec.folder / "checkpoints")
+            resuming = f"resuming from the checkpoint at step {step} (--restart starts over)" if step else "training"
+            say(f"[{i}/{len(recipe.runs)}] {spec.name}: {resuming}")
+            res = execute(spec, reg, cache, restart=restart or force)
+            say(done_line(i, len(recipe.runs), spec, res))
+            results.append(res)
+    if main:
         from nlpkit.report import summarize, write_plugin_report
 
         folders = [s.folder for s in recipe.runs]
-        echo(f"Summary: {summarize(folders, recipe.reports)}")
-        echo(f"Report: {write_plugin_report(folders, recipe.reports)}")
+        say(f"Summary: {summarize(folders, recipe.reports)}")
+        say(f"Report: {write_plugin_report(folders, recipe.reports)}")
     return results
+
+
+def done_line(i: int, n: int, spec: RunSpec, res: dict[str, Any]) -> str:
+    metric = res["main_metric"]
+    procs = f", {res['processes']} processes" if res.get("processes", 1) > 1 else ""
+    return (f"[{i}/{n}] {spec.name}: test {metric} = {res['test'][metric]:.4f} ({res['train_seconds']:.0f}s, "
+            f"{res['train_examples_per_s']:.1f} examples/s{procs}, {res['precision']})")
 
 
 __all__ = ["execute", "run_recipe", "load_splits", "evaluate", "torch"]

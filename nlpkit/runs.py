@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -26,20 +27,26 @@ import yaml
 from nlpkit.errors import NlpkitError
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over the target."""
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over the target: readers see the old
+    file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; run folders are for sharing
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -81,46 +88,48 @@ class MetricsLog:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row, ensure_ascii=False, default=float) + "\n")
 
-    def truncate_after(self, step: int) -> None:
-        """Drop lines logged after ``step`` (a resumed run replays them)."""
+    def position(self) -> int:
+        """Bytes written so far: a checkpoint records it so a resumed run can drop what came after."""
+        return self.path.stat().st_size if self.enabled and self.path.exists() else 0
+
+    def truncate(self, position: int = 0) -> None:
+        """Drop everything logged after ``position`` (a resumed run logs those steps again)."""
         if self.enabled and self.path.exists():
-            keep = [r for r in read_jsonl(self.path) if r.get("step", 0) <= step]
-            write_jsonl(self.path, keep)
+            os.truncate(self.path, position)
+
+
+class RunLocked(NlpkitError):
+    """Another process is working in this run folder."""
 
 
 @contextmanager
 def run_lock(folder: Path) -> Iterator[None]:
-    """One process per run folder. A lock left by a process that no longer exists (same host) is taken over."""
+    """One process per run folder (``--jobs``, or two ``nlpkit run`` at once), or :class:`RunLocked`.
+
+    The lock is an OS lock (flock) on ``<folder>/.lock``, which names its owner (host:pid) for the message.
+    The OS drops it when its process dies, however it dies, so a lock left by a killed run is stale by
+    construction and simply taken over: no pid guessing, no race between two processes taking it over."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / ".lock"
-    me = f"{socket.gethostname()}:{os.getpid()}"
     while True:
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            owner = lock.read_text().strip() if lock.exists() else ""
-            host, _, pid = owner.partition(":")
-            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
-                lock.unlink(missing_ok=True)  # stale: its process was killed
-                continue
-            raise NlpkitError(
-                f"Run folder {folder} is locked by process {owner or '?'} (delete {lock} if it is gone)"
-            ) from None
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
-        break
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = os.read(fd, 200).decode(errors="replace").strip()
+            os.close(fd)
+            raise RunLocked(f"Run folder {folder} is in use by process {owner or '?'}") from None
+        try:  # a holder that let go between our open and flock deleted the file: lock the current one
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{socket.gethostname()}:{os.getpid()}".encode())
     try:
         yield
     finally:
-        lock.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        lock.unlink(missing_ok=True)  # while still holding it (see the inode check above)
+        os.close(fd)

@@ -1,32 +1,49 @@
 """The one training loop every model and task goes through.
 
 AdamW with warmup and linear decay, gradient clipping and accumulation, mixed precision where it is
-fast, evaluation on validation every epoch (or N steps), the best checkpoint by the task's main metric,
-early stopping, length-bucketed batches. Hugging Face ``accelerate`` handles device placement, autocast
-and, under ``accelerate launch`` / ``torchrun``, DDP: each process trains on its shard of the batches and
-evaluation gathers every process's predictions so the test set is scored exactly once.
+fast, evaluation on validation every epoch (or N steps), the best weights by the task's main metric,
+early stopping, length-bucketed batches, resumable checkpoints.
+
+Distributed (``torchrun`` / ``accelerate launch``): Hugging Face ``accelerate`` wraps the model in DDP
+(gloo on CPU, nccl on GPU). Every process builds the same global batches a 1-process run builds and
+trains on its part of each (``batching.shard``), its loss weighted by its share of the batch's examples,
+so DDP's gradient average is the gradient of the global batch's mean loss. ``batch_size`` is therefore
+the global batch, and one recipe gives the same weights on 1 process or N, up to float rounding (with
+dropout off: each process draws its own masks). For token-level losses (a mean over tokens, not
+examples) the weighting is by examples, the usual DDP approximation. Evaluation gathers every process's
+predictions, so each example is scored exactly once; only the main process logs.
+
+Resume: batches are a pure function of (seed, epoch), and a checkpoint holds everything else the rest of
+the run depends on (weights, optimizer, scheduler, gradient scaler, every process's RNG states, position
+in the epoch, best-so-far, early-stopping count, metrics.jsonl offset), so a resumed run repeats the
+uninterrupted one: same batches, same dropout masks, same final metrics.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import gather_object, set_seed
+from accelerate import Accelerator, PartialState
+from accelerate.utils import broadcast_object_list, gather_object, set_seed
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from nlpkit import checkpoint as ckpt
 from nlpkit.batching import length_batches, shard
 from nlpkit.contract import Model, Task
 from nlpkit.errors import NlpkitError
 from nlpkit.hardware import resolve_device, resolve_precision
 from nlpkit.recipe import TrainOptions
+from nlpkit.runs import MetricsLog
 
 MIXED = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
@@ -36,13 +53,29 @@ class TrainResult:
     steps: int = 0
     epochs: float = 0.0
     train_seconds: float = 0.0
-    examples: int = 0
+    examples: int = 0  # of the whole job (all processes)
     tokens: int = 0
     best_step: int = 0
     best_validation: dict[str, Any] = field(default_factory=dict)
     precision: str = "fp32"
     device: str = "cpu"
     world_size: int = 1
+    effective_batch_size: int | str = 0  # global examples per optimizer step (or "N tokens" with max_tokens)
+    resumed_from: int = 0  # the checkpoint step this process started from (0: from scratch)
+
+
+@dataclass
+class Position:
+    """Where the loop is; saved in checkpoints with the result so far."""
+
+    step: int = 0
+    epoch: int = 0
+    next_batch: int = 0  # index in this epoch's batches
+    total: int = 0  # steps to train (early stopping lowers it)
+    running: float = 0.0  # summed mean loss since the last log line, and how many batches it sums
+    running_n: int = 0
+    best_metric: float | None = None
+    bad_evals: int = 0
 
 
 def make_accelerator(options: TrainOptions, model_cls: type[Model]) -> tuple[Accelerator, str]:
@@ -52,8 +85,32 @@ def make_accelerator(options: TrainOptions, model_cls: type[Model]) -> tuple[Acc
     return accelerator, precision
 
 
+def start_model(model_cls: type[Model], create: Callable[[], Model], checkpoints: Path, device: str) -> Model:
+    """The model a run starts from: built by ``create`` once, saved beside the checkpoints, and loaded from
+    there by the other DDP processes and by a resumed run. Building is not always repeatable (a subword
+    vocabulary's ties can fall by hash order), yet every process must share one vocabulary, and resumed
+    weights must meet the vocabulary they were trained with."""
+    saved = Path(checkpoints) / "model"
+    state = PartialState(cpu=resolve_device(device).type == "cpu")
+    state.wait_for_everyone()  # the main process has cleared what --restart clears
+    if saved.is_dir():
+        return model_cls.load(saved)
+    model = None
+    if state.is_main_process:
+        model = create()
+        partial = saved.with_name(".model.tmp")
+        shutil.rmtree(partial, ignore_errors=True)
+        model.save(partial)
+        partial.rename(saved)  # complete or absent
+    state.wait_for_everyone()
+    return model if model is not None else model_cls.load(saved)
+
+
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    """Tensors to ``device``; on a GPU through pinned memory, so the copy overlaps with compute."""
+    pin = device.type == "cuda"
+    return {k: (v.pin_memory() if pin else v).to(device, non_blocking=True) if torch.is_tensor(v) else v
+            for k, v in batch.items()}
 
 
 def predict(
@@ -62,19 +119,18 @@ def predict(
     options: TrainOptions,
     accelerator: Accelerator | None = None,
 ) -> list[dict]:
-    """Predictions for every example, in input order. Under DDP each process predicts its shard of the
-    batches and the shards are gathered, so every example is predicted exactly once."""
+    """Predictions for every example, in input order. Under DDP each process predicts its share of the
+    batches and the shares are gathered, so every example is predicted exactly once."""
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     device = accelerator.device if accelerator else next(model.parameters()).device
     batches = length_batches([f["length"] for f in features], options.eval_batch_size or 2 * options.batch_size,
                              options.max_tokens and 2 * options.max_tokens, shuffle=False)
-    mine = batches[rank::world]
     out: list[tuple[int, dict]] = []
     was_training = model.training
     model.eval()
     autocast = accelerator.autocast() if accelerator else torch.autocast("cpu", enabled=False)
     with torch.inference_mode(), autocast:
-        for idx in mine:
+        for idx in batches[rank::world]:
             batch = _to_device(model.collate([features[i] for i in idx]), device)
             out.extend(zip(idx, model.predict(batch)))
     model.train(was_training)
@@ -92,83 +148,154 @@ def train(
     val_examples: list[dict],
     options: TrainOptions,
     seed: int,
-    log: Callable[..., None],
+    log: MetricsLog,
     accelerator: Accelerator,
     precision: str,
+    checkpoints: Path | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place; on return it holds the weights of the best validation evaluation."""
-    set_seed(seed)
-    rank, world = accelerator.process_index, accelerator.num_processes
+    """Train ``model`` in place; on return it holds the weights of the best validation evaluation.
+
+    With ``checkpoints`` (a folder), resume from its newest intact checkpoint if there is one, write one
+    every ``checkpoint_every`` steps, and on SIGTERM/SIGINT write one and raise :class:`ckpt.Interrupted`."""
+    set_seed(seed, device_specific=True)  # seed + rank: processes draw different dropout masks
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     lengths = [f["length"] for f in train_features]
-    per_epoch = len(shard(length_batches(lengths, options.batch_size, options.max_tokens, seed=seed), rank, world))
+
+    def epoch_batches(epoch: int) -> list[list[int]]:
+        return length_batches(lengths, options.batch_size, options.max_tokens, seed=seed + epoch)
+
+    per_epoch = len(epoch_batches(0))
     if per_epoch == 0:
-        raise NlpkitError("No training batches: the training split is empty (or smaller than the number of processes)")
-    updates_per_epoch = max(1, per_epoch // options.grad_accum)
-    total = options.max_steps or max(1, math.ceil(updates_per_epoch * options.epochs))
+        raise NlpkitError("No training batches: the training split is empty")
+    updates_per_epoch = math.ceil(per_epoch / options.grad_accum)
+    pos = Position(total=options.max_steps or max(1, math.ceil(updates_per_epoch * options.epochs)))
     eval_every = options.eval_every or updates_per_epoch
 
     optimizer = torch.optim.AdamW(model.param_groups(options.lr, options.weight_decay), lr=options.lr)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(options.warmup * total), total)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(options.warmup * pos.total), pos.total)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     device = accelerator.device
     raw = accelerator.unwrap_model(wrapped)
+    per_step = options.grad_accum * (options.max_tokens or options.batch_size)
+    result = TrainResult(precision=precision, device=str(device), world_size=world,
+                         effective_batch_size=f"{per_step} tokens" if options.max_tokens else per_step)
+    best_state = None
 
-    result = TrainResult(precision=precision, device=str(device), world_size=world)
-    best_metric, best_state, bad_evals = None, None, 0
+    saved = _load_checkpoint(checkpoints, main, world) if checkpoints else None
+    if saved:
+        raw.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        if accelerator.scaler is not None and saved["scaler"]:
+            accelerator.scaler.load_state_dict(saved["scaler"])
+        loop = json.loads(saved["loop"])
+        pos, result = Position(**loop["position"]), TrainResult(**loop["result"])
+        best_state = saved["best_state"] or None
+        ckpt.set_rng_state(saved["rng"][rank if len(saved["rng"]) == world else 0])
+        result.resumed_from = pos.step
+    log.truncate(saved["metrics_position"] if saved else 0)
+
     sign = 1 if task.greater_is_better else -1
-    progress = tqdm(total=total, disable=not (options.progress and accelerator.is_main_process), desc="train")
-    step, epoch, running, running_n = 0, 0, 0.0, 0
+    progress = tqdm(total=pos.total, initial=pos.step, disable=not (options.progress and main), desc="train")
     wrapped.train()
-    while step < total:
-        batches = shard(length_batches(lengths, options.batch_size, options.max_tokens, seed=seed + epoch), rank, world)
-        for b, idx in enumerate(batches):
-            started = time.perf_counter()
-            batch = _to_device(model.collate([train_features[i] for i in idx]), device)
-            sync = (b + 1) % options.grad_accum == 0 or b + 1 == len(batches)
-            with accelerator.no_sync(wrapped) if not sync else nullcontext(), accelerator.autocast():
-                loss = wrapped(**batch).loss
-            accelerator.backward(loss / options.grad_accum)
-            result.examples += len(idx) * world
-            result.tokens += sum(train_features[i].get("n_tokens", train_features[i]["length"]) for i in idx) * world
-            running, running_n = running + loss.item(), running_n + 1
-            if sync:
-                if options.grad_clip:
-                    accelerator.clip_grad_norm_(wrapped.parameters(), options.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                progress.update(1)
-            result.train_seconds += time.perf_counter() - started
-            if not sync:
-                continue
-            epoch_float = epoch + (b + 1) / len(batches)
-            if step % options.log_every == 0 or step == total:
-                log(step=step, epoch=round(epoch_float, 4), split="train", loss=running / running_n,
-                    lr=scheduler.get_last_lr()[0],
-                    examples_per_s=result.examples / max(result.train_seconds, 1e-9))
-                progress.set_postfix(loss=f"{running / running_n:.4f}")
-                running, running_n = 0.0, 0
-            if step % eval_every == 0 or step == total:
-                metrics = evaluate(raw, task, val_features, val_examples, options, accelerator)
-                log(step=step, epoch=round(epoch_float, 4), split="validation", **metrics)
-                value = metrics[task.main_metric]
-                if best_metric is None or sign * value > sign * best_metric:
-                    best_metric, bad_evals = value, 0
-                    best_state = {k: v.detach().to("cpu", copy=True) for k, v in raw.state_dict().items()}
-                    result.best_step, result.best_validation = step, metrics
-                else:
-                    bad_evals += 1
-                if options.early_stopping and bad_evals >= options.early_stopping:
-                    total = step  # stop: no improvement for `early_stopping` evaluations
-            if step >= total:
-                break
-        epoch += 1
+    with ckpt.StopRequest() as stop:
+        while pos.step < pos.total:
+            batches = epoch_batches(pos.epoch)
+            for b in range(pos.next_batch, len(batches)):
+                started = time.perf_counter()
+                idx = batches[b]
+                mine = shard(idx, rank, world)
+                share = len(mine) / len(idx)  # an empty part runs one example at weight 0, to join the all-reduce
+                batch = _to_device(model.collate([train_features[i] for i in mine or idx[:1]]), device)
+                sync = (b + 1) % options.grad_accum == 0 or b + 1 == len(batches)
+                with accelerator.no_sync(wrapped) if not sync else nullcontext(), accelerator.autocast():
+                    loss = wrapped(**batch).loss
+                accelerator.backward(loss * (share * world / options.grad_accum))
+                result.examples += len(idx)
+                result.tokens += sum(train_features[i].get("n_tokens", train_features[i]["length"]) for i in idx)
+                pos.running, pos.running_n = pos.running + loss.item() * share, pos.running_n + 1
+                pos.next_batch = b + 1
+                if sync:
+                    if options.grad_clip:
+                        accelerator.clip_grad_norm_(wrapped.parameters(), options.grad_clip)
+                    optimizer.step()
+                    if not accelerator.optimizer_step_was_skipped:  # fp16: inf gradients skip the step
+                        scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    pos.step += 1
+                    progress.update(1)
+                result.train_seconds += time.perf_counter() - started
+                if not sync:
+                    continue
+                epoch_float = round(pos.epoch + (b + 1) / len(batches), 4)
+                if pos.step % options.log_every == 0 or pos.step == pos.total:
+                    mean_loss = _sum_over_processes(pos.running, world, device) / pos.running_n
+                    log(step=pos.step, epoch=epoch_float, split="train", loss=mean_loss,
+                        lr=scheduler.get_last_lr()[0], examples_per_s=result.examples / max(result.train_seconds, 1e-9))
+                    progress.set_postfix(loss=f"{mean_loss:.4f}")
+                    pos.running, pos.running_n = 0.0, 0
+                if pos.step % eval_every == 0 or pos.step == pos.total:
+                    metrics = evaluate(raw, task, val_features, val_examples, options, accelerator)
+                    log(step=pos.step, epoch=epoch_float, split="validation", **metrics)
+                    value = metrics[task.main_metric]
+                    if pos.best_metric is None or sign * value > sign * pos.best_metric:
+                        pos.best_metric, pos.bad_evals = value, 0
+                        best_state = {k: v.detach().to("cpu", copy=True) for k, v in raw.state_dict().items()}
+                        result.best_step, result.best_validation = pos.step, metrics
+                    else:
+                        pos.bad_evals += 1
+                    if options.early_stopping and pos.bad_evals >= options.early_stopping:
+                        pos.total = pos.step  # stop: no improvement for `early_stopping` evaluations
+                signum = stop.agreed(world, device)
+                every = options.checkpoint_every
+                if checkpoints and (signum or (every and (pos.step % every == 0 or pos.step >= pos.total))):
+                    state = {"model": raw.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "best_state": best_state or {},
+                             "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else {},
+                             "metrics_position": log.position(),
+                             "loop": json.dumps({"position": asdict(pos), "result": asdict(result)})}
+                    _save_checkpoint(checkpoints, pos.step, state, options.keep_checkpoints, main, world)
+                if signum:
+                    progress.close()
+                    where = f"checkpoint at step {pos.step} in {checkpoints}" if checkpoints else "no checkpoint"
+                    raise ckpt.Interrupted(f"Stopped by signal {signum}: {where}; run the same command again to "
+                                           "resume", signum)
+                if pos.step >= pos.total:
+                    break
+            else:
+                pos.epoch, pos.next_batch = pos.epoch + 1, 0
     progress.close()
-    result.steps, result.epochs = step, round(step / updates_per_epoch, 4)
+    result.steps, result.epochs = pos.step, round(pos.step / updates_per_epoch, 4)
     if best_state is not None:
         raw.load_state_dict(best_state)
     return result
+
+
+def _sum_over_processes(value: float, world: int, device: torch.device) -> float:
+    if world == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(total)
+    return float(total.item())
+
+
+def _load_checkpoint(folder: Path, main: bool, world: int) -> dict[str, Any] | None:
+    """The newest intact checkpoint; under DDP the main process picks it and every process reads that one
+    (the run folder must be on a file system all machines share)."""
+    found = ckpt.latest(folder) if main else None
+    if world == 1:
+        return found[1] if found else None
+    name = broadcast_object_list([found[0].name if found else None])[0]
+    if name is None:
+        return None
+    return found[1] if main else ckpt.read(Path(folder) / name)
+
+
+def _save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int, main: bool, world: int) -> None:
+    """Gather every process's RNG states (each draws its own dropout masks); the main process writes."""
+    rngs = gather_object([ckpt.rng_state()]) if world > 1 else [ckpt.rng_state()]
+    if main:
+        ckpt.save(folder, step, {**state, "rng": rngs}, keep)
 
 
 def evaluate(model: Model, task: Task, features: list[dict], examples: list[dict], options: TrainOptions,

@@ -1,0 +1,185 @@
+"""DDP on CPU: a 2-process run (gloo, launched by torchrun) against the 1-process run of the same recipe.
+
+Both processes build the same global batches and each trains on its half of every batch; the halves
+cover the batch, the final weights agree across ranks, and weights and test metrics equal the 1-process
+run's (the recipe has a last batch of one example, so one rank gets none and joins at weight 0; dropout
+is off, as each process draws its own masks). Only rank 0 writes files.
+"""
+
+import json
+import subprocess
+
+import pytest
+import torch
+from click.testing import CliRunner
+from training_utils import PYTHON, env, run_folder, share_initial_model, write_recipe
+
+from nlpkit import engine, training
+from nlpkit.batching import shard
+from nlpkit.cli import main
+from nlpkit.training import train
+
+RECIPE = """\
+name: tiny
+task: {name: classification, dataset: toy_topics, dataset_options: {train_size: 128, eval_size: 48}}
+models:
+  lstm: {vocab_size: 300, embedding_dim: 32, hidden_size: 16, dropout: 0.0}
+train: {epochs: 6, batch_size: 7, max_train_examples: 99, lr: 1.0e-2, log_every: 1, progress: false}
+seeds: [1]
+"""
+
+# Runs the nlpkit command line in this process and records, per rank: the global batches and this rank's
+# part of each, every file this process writes or removes under the runs folder (audit hook), how often
+# it saved a model, and the weights at the end of training.
+DRIVER = """
+import json, os, sys
+import torch
+from nlpkit import engine, training
+from nlpkit_plugins.models.recurrent import RecurrentModel
+
+out, runs = sys.argv[1], os.path.realpath(sys.argv[2])
+rank = int(os.environ.get("RANK", "0"))
+record = {"batches": [], "parts": [], "writes": [], "saves": 0}
+
+shard = training.shard
+def recording_shard(batch, r, world):
+    part = shard(batch, r, world)
+    record["batches"].append(list(batch))
+    record["parts"].append(list(part))
+    return part
+training.shard = recording_shard
+
+save = RecurrentModel.save
+def counting_save(self, folder):
+    record["saves"] += 1
+    return save(self, folder)
+RecurrentModel.save = counting_save
+
+train = engine.train
+def train_and_keep_weights(model, *args, **kwargs):
+    fit = train(model, *args, **kwargs)
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, f"{out}/weights-rank{rank}.pt")
+    return fit
+engine.train = train_and_keep_weights
+
+WRITES = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+CHANGES = {"os.rename", "os.remove", "os.rmdir", "os.mkdir", "os.truncate", "os.chmod", "shutil.rmtree"}
+def audit(event, args):
+    if event == "open" and args and isinstance(args[0], (str, bytes)) and (args[2] or 0) & WRITES:
+        path = args[0]
+    elif event in CHANGES and args and isinstance(args[0], (str, bytes, os.PathLike)):
+        path = args[0]
+    else:
+        return
+    path = os.path.realpath(os.fsdecode(path))
+    if path.startswith(runs):
+        record["writes"].append(event + " " + path)
+sys.addaudithook(audit)
+
+from nlpkit.cli import main
+try:
+    main(sys.argv[3:], standalone_mode=False)
+finally:
+    with open(f"{out}/record-rank{rank}.json", "w") as f:
+        json.dump(record, f)
+"""
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same recipe trained by 2 processes (torchrun, in the background) and by 1 (in this process),
+    from one initial model."""
+    root = tmp_path_factory.mktemp("ddp")
+    recipe = write_recipe(root, RECIPE)
+    driver = root / "driver.py"
+    driver.write_text(DRIVER)
+    share_initial_model(recipe, [root / "two" / "runs", root / "one" / "runs"])
+    out = root / "two"
+    ddp = subprocess.Popen([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                            str(driver), str(out), str(out / "runs"), "run", str(recipe), "--set",
+                            f"output={out / 'runs'}"], env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+    try:
+        single = run_in_process(recipe, root / "one")
+    finally:
+        output, _ = ddp.communicate(timeout=300)
+    assert ddp.returncode == 0, output[-3000:]
+    return {"root": root, "one": single, "two": [record(root, "two", 0), record(root, "two", 1)],
+            "weights": {"one": single.pop("weights"), "two": [torch.load(out / f"weights-rank{r}.pt") for r in (0, 1)]}}
+
+
+def run_in_process(recipe, out):
+    """The 1-process run, recording the same things the driver records (but file writes)."""
+    seen = {"batches": [], "parts": []}
+
+    def recording_shard(batch, rank, world):
+        part = shard(batch, rank, world)
+        seen["batches"].append(list(batch))
+        seen["parts"].append(list(part))
+        return part
+
+    def train_and_keep_weights(model, *args, **kwargs):
+        fit = train(model, *args, **kwargs)
+        seen["weights"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        return fit
+
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "shard", recording_shard)
+        patch.setattr(engine, "train", train_and_keep_weights)
+        torch.set_num_threads(1)
+        try:
+            result = CliRunner().invoke(main, ["run", str(recipe), "--set", f"output={out / 'runs'}"])
+        finally:
+            torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    return seen
+
+
+def record(root, name, rank):
+    return json.loads((root / name / f"record-rank{rank}.json").read_text())
+
+
+def results(root, name):
+    return json.loads((run_folder(root / name / "runs") / "results.json").read_text())
+
+
+def test_each_rank_trains_on_its_half_of_the_same_global_batches(runs):
+    one, (rank0, rank1) = runs["one"], runs["two"]
+    assert rank0["batches"] == rank1["batches"] == one["batches"]
+    assert one["parts"] == one["batches"]
+    for batch, part0, part1 in zip(rank0["batches"], rank0["parts"], rank1["parts"]):
+        assert sorted(part0 + part1) == sorted(batch) and not set(part0) & set(part1)
+    assert any(len(b) == 1 for b in one["batches"]), "the recipe should give one rank an empty part"
+
+
+def test_final_weights_agree_across_ranks_and_with_one_process(runs):
+    single, (rank0, rank1) = runs["weights"]["one"], runs["weights"]["two"]
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    for k in single:
+        torch.testing.assert_close(rank0[k], single[k], rtol=1e-4, atol=1e-5)
+
+
+def test_test_metrics_and_losses_equal_the_one_process_run(runs):
+    runs = runs["root"]
+    two, one = results(runs, "two"), results(runs, "one")
+    assert two["processes"] == 2 and one["processes"] == 1
+    assert two["effective_batch_size"] == one["effective_batch_size"] == 7
+    assert two["steps"] == one["steps"] and two["best_step"] == one["best_step"]
+    assert two["test"] == pytest.approx(one["test"], abs=1e-6)
+    assert two["validation"] == pytest.approx(one["validation"], abs=1e-6)
+    assert one["test"]["accuracy"] > 0.4, "a run that learns nothing would make equality meaningless"
+    losses = {name: [json.loads(line)["loss"] for line in
+                     (run_folder(runs / name / "runs") / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
+              for name in ("one", "two")}
+    assert losses["two"] == pytest.approx(losses["one"], rel=1e-4)
+    predictions = {name: [json.loads(line)["prediction"] for line in
+                          (run_folder(runs / name / "runs") / "predictions.jsonl").read_text().splitlines()]
+                   for name in ("one", "two")}
+    assert len(predictions["two"]) == 48 and predictions["two"] == predictions["one"]
+
+
+def test_only_rank_zero_writes(runs):
+    rank0, rank1 = runs["two"]
+    assert rank1["writes"] == [] and rank1["saves"] == 0
+    assert rank0["saves"] == 1 and any("results.json" in w for w in rank0["writes"])

@@ -1,0 +1,89 @@
+"""``--jobs``: runs of a matrix side by side, never two processes in one run folder; the run-folder lock."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from nlpkit.cli import main
+from nlpkit.jobs import cpu_cores
+from nlpkit.runs import RunLocked, run_lock
+
+RECIPE = """\
+name: matrix
+output: {out}/runs
+reports: {out}/reports
+task: {{name: classification, dataset: toy_topics, dataset_options: {{train_size: 64, eval_size: 16}}}}
+models:
+  lstm: {{vocab_size: 200, embedding_dim: 8, hidden_size: 8}}
+  attention: {{vocab_size: 200, embedding_dim: 8, hidden_size: 8, attention_size: 4}}
+train: {{epochs: 1, batch_size: 16, log_every: 1, checkpoint_every: 2}}
+seeds: [1, 2]
+"""
+
+
+def test_jobs_2_finishes_a_4_run_matrix_and_leaves_a_run_held_by_another_process_alone(tmp_path):
+    recipe = tmp_path / "matrix.yaml"
+    recipe.write_text(RECIPE.format(out=tmp_path))
+    folders = {(m, s): tmp_path / "runs" / "matrix" / f"classification-{m}-seed{s}"
+               for m in ("lstm", "attention") for s in (1, 2)}
+    held = folders[("attention", 2)]
+    with run_lock(held):  # as if another `nlpkit run` were training it
+        first = CliRunner().invoke(main, ["run", str(recipe), "--jobs", "2"])
+    assert first.exit_code == 0, first.output
+    assert "Running 4 runs, 2 at a time" in first.output
+    assert "classification-attention-seed2: skipped" in first.output and "in use by process" in first.output
+    assert [p.name for p in held.iterdir()] == [], "the held run's folder was left alone"
+
+    second = CliRunner().invoke(main, ["run", str(recipe), "--jobs", "2"])
+    assert second.exit_code == 0, second.output
+    assert second.output.count("finished, skipping") == 3 and "Running 1 runs" in second.output
+
+    for (model, seed), folder in folders.items():
+        res = json.loads((folder / "results.json").read_text())
+        assert (res["model"], res["seed"]) == (model, seed)
+        steps = [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()
+                 if '"train"' in line]
+        assert steps == [1, 2, 3, 4], f"{folder.name}: one writer, one pass: {steps}"
+        assert not (folder / ".lock").exists() and not (folder / "checkpoints").exists()
+    devices = {json.loads((f / "results.json").read_text())["device"] for f in folders.values() if f != held}
+    assert all(f"({max(1, cpu_cores() // 2)} threads" in d for d in devices), devices  # the cores shared by 2 jobs
+
+
+def test_a_second_holder_is_refused_with_the_owner_named(tmp_path):
+    with run_lock(tmp_path):
+        with pytest.raises(RunLocked, match=r"in use by process .*:\d+"):
+            with run_lock(tmp_path):
+                pass
+    with run_lock(tmp_path):  # released: free again
+        pass
+    assert not (tmp_path / ".lock").exists()
+
+
+HOLD = textwrap.dedent("""
+    import sys, time
+    from nlpkit.runs import run_lock
+    with run_lock(sys.argv[1]):
+        print("held", flush=True)
+        time.sleep(600)
+""")
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLocked, match=f":{holder.pid}"):
+            with run_lock(tmp_path):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=60)
+    assert f":{holder.pid}" in (tmp_path / ".lock").read_text(), "a killed holder leaves its lock file"
+    with run_lock(tmp_path):  # stale: taken over
+        assert (tmp_path / ".lock").read_text().endswith(f":{os.getpid()}")

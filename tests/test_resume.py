@@ -1,0 +1,170 @@
+"""Checkpoints and exact resume: a run killed with SIGKILL at a random step and run again ends exactly like
+the uninterrupted run (same batches, same dropout masks: dropout is on); SIGTERM writes a checkpoint and
+exits cleanly; a truncated checkpoint is skipped for the one before; checkpoints hold plain data only."""
+
+import hashlib
+import json
+import logging
+import random
+import signal
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from training_utils import PYTHON, SIGNAL_AT_STEP, env, outcome, run_folder, share_initial_model, write_recipe
+
+from nlpkit import checkpoint as ckpt
+from nlpkit.cli import main
+from nlpkit.runs import MetricsLog
+
+RECIPE = """\
+name: tiny
+task: {name: classification, dataset: toy_topics, dataset_options: {train_size: 96, eval_size: 32}}
+models:
+  lstm: {vocab_size: 300, embedding_dim: 16, hidden_size: 16, dropout: 0.3}
+train: {epochs: 3, batch_size: 8, lr: 1.0e-2, log_every: 1, eval_every: 5, checkpoint_every: 4,
+        keep_checkpoints: 2, early_stopping: 4, progress: false}
+seeds: [1]
+"""
+VARIANTS = ("reference", "sigkill", "sigterm", "truncated")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Children run with one thread (OMP_NUM_THREADS=1); so does this process, or float sums could differ."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, one_thread):
+    """The uninterrupted run, and a recipe whose other outputs start from the same initial model."""
+    root = tmp_path_factory.mktemp("resume")
+    recipe = write_recipe(root, RECIPE)
+    share_initial_model(recipe, [root / v for v in VARIANTS])
+    result = CliRunner().invoke(main, ["run", str(recipe), "--set", f"output={root / 'reference'}"])
+    assert result.exit_code == 0, result.output
+    folder = run_folder(root / "reference")
+    assert not (folder / "checkpoints").exists(), "a finished run keeps no checkpoints"
+    return root, recipe, outcome(folder)
+
+
+def run(recipe, output):
+    return CliRunner().invoke(main, ["run", str(recipe), "--set", f"output={output}"])
+
+
+def stop_at(monkeypatch, step: int) -> None:
+    """SIGTERM this very process right after the train log line of ``step``."""
+    log = MetricsLog.__call__
+
+    def log_then_terminate(self, **row):
+        log(self, **row)
+        if row.get("split") == "train" and row.get("step") == step:
+            signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(MetricsLog, "__call__", log_then_terminate)
+
+
+def test_sigkill_at_a_random_step_then_rerun_ends_like_the_uninterrupted_run(reference):
+    root, recipe, expected = reference
+    step = random.randint(1, expected["steps"] - 1)
+    output = root / "sigkill"
+    killed = subprocess.run([PYTHON, "-c", SIGNAL_AT_STEP, str(step), str(int(signal.SIGKILL)), "run", str(recipe),
+                             "--set", f"output={output}"], env=env(), capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, f"killed at step {step}: {killed.stderr[-2000:]}"
+    folder = run_folder(output)
+    assert not (folder / "results.json").exists()
+    last = (step - 1) // 4 * 4  # the checkpoint of `step` itself comes after its log line: never written
+    assert ckpt.latest_step(folder / "checkpoints") == (last or None), f"killed at step {step}"
+    assert (folder / ".lock").exists(), "SIGKILL leaves the lock file behind"
+
+    again = run(recipe, output)  # takes the stale lock over
+    assert again.exit_code == 0, again.output
+    if last:
+        assert f"resuming from the checkpoint at step {last}" in again.output
+    assert json.loads((folder / "results.json").read_text())["resumed_from_step"] == last
+    assert outcome(folder) == expected, f"killed at step {step}"
+    assert not (folder / ".lock").exists() and not (folder / "checkpoints").exists()
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(reference, monkeypatch):
+    root, recipe, expected = reference
+    output = root / "sigterm"
+    folder = run_folder(output)
+    stop_at(monkeypatch, 10)
+    stopped = run(recipe, output)
+    assert stopped.exit_code == 128 + signal.SIGTERM
+    assert stopped.exception is None or isinstance(stopped.exception, SystemExit)  # no traceback
+    assert "Stopped by signal 15: checkpoint at step 10" in stopped.output
+    assert ckpt.latest_step(folder / "checkpoints") == 10 and not (folder / "results.json").exists()
+    assert not (folder / ".lock").exists()
+    assert signal.getsignal(signal.SIGTERM) is not None  # the loop's handler is gone again
+    monkeypatch.undo()
+
+    again = run(recipe, output)
+    assert again.exit_code == 0, again.output
+    assert "resuming from the checkpoint at step 10" in again.output
+    assert outcome(folder) == expected
+
+
+def test_truncated_checkpoint_falls_back_to_the_previous_one(reference, monkeypatch, caplog):
+    root, recipe, expected = reference
+    output = root / "truncated"
+    folder = run_folder(output)
+    stop_at(monkeypatch, 10)
+    assert run(recipe, output).exit_code == 128 + signal.SIGTERM
+    monkeypatch.undo()
+    newest = folder / "checkpoints" / "step-00000010.pt"
+    assert sorted(p.name for p in newest.parent.glob("*.pt")) == ["step-00000008.pt", "step-00000010.pt"]
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+
+    with caplog.at_level(logging.WARNING, logger="nlpkit.checkpoint"):
+        again = run(recipe, output)
+    assert again.exit_code == 0, again.output
+    assert any("step-00000010.pt" in r.getMessage() and "checksum" in r.getMessage() for r in caplog.records)
+    assert json.loads((folder / "results.json").read_text())["resumed_from_step"] == 8
+    assert outcome(folder) == expected
+
+
+# --- the checkpoint files themselves ----------------------------------------------------------------
+
+
+def test_keeps_the_last_k_and_round_trips_tensors(tmp_path):
+    for step in (1, 2, 3, 4):
+        ckpt.save(tmp_path, step, {"w": torch.full((2, 2), float(step)), "step": step}, keep=2)
+    assert [p.name for p in ckpt.manifests(tmp_path)] == ["step-00000004.json", "step-00000003.json"]
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["step-00000003.pt", "step-00000004.pt"]
+    manifest, state = ckpt.latest(tmp_path)
+    assert manifest.name == "step-00000004.json" and torch.equal(state["w"], torch.full((2, 2), 4.0))
+
+
+class Payload:
+    """Stands for anything but plain data: unpickling it could run code."""
+
+
+def test_refuses_pickled_objects_and_ignores_a_checkpoint_without_manifest(tmp_path, caplog):
+    ckpt.save(tmp_path, 1, {"w": torch.ones(1)})
+    ckpt.save(tmp_path, 2, {"w": torch.ones(1)})
+    (tmp_path / "step-00000003.pt").write_bytes(b"cut off before its manifest was written")
+    evil = tmp_path / "step-00000002.pt"  # replaced by a pickle of an object, with a matching checksum
+    torch.save({"w": Payload()}, evil)
+    data = evil.read_bytes()
+    meta = json.loads(evil.with_suffix(".json").read_text())
+    meta.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    evil.with_suffix(".json").write_text(json.dumps(meta))
+    with caplog.at_level(logging.WARNING, logger="nlpkit.checkpoint"):
+        manifest, state = ckpt.latest(tmp_path)
+    assert manifest.name == "step-00000001.json"
+    assert any("not a plain-data checkpoint" in r.getMessage() for r in caplog.records)
+
+
+def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
+    ckpt.save(tmp_path, 1, {"rng": [ckpt.rng_state()]})
+    expected = (random.random(), np.random.rand(), torch.rand(3))
+    _, state = ckpt.latest(tmp_path)
+    ckpt.set_rng_state(state["rng"][0])
+    assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(3), expected[2])

@@ -1,0 +1,85 @@
+"""Helpers for the training tests (resume, distributed, jobs): tiny recipes, runs that start from one
+shared initial model, and what two runs must agree on.
+
+Why share the initial model: a subword vocabulary fitted twice, in two processes, may number its tokens
+differently (the tokenizers library breaks frequency ties in hash order), so two separate runs start
+from different models. Within one run nlpkit saves its initial model beside the checkpoints (DDP
+processes and a resumed run load it); to compare two separate runs, the tests give both the same one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from accelerate.utils import set_seed
+from safetensors.torch import load_file
+
+from nlpkit.engine import load_splits
+from nlpkit.plugins import registry
+from nlpkit.recipe import load_recipe
+
+PYTHON = sys.executable
+TIMING = {"examples_per_s"}  # metrics.jsonl fields that may differ between equal runs
+
+
+def write_recipe(folder: Path, text: str) -> Path:
+    path = Path(folder) / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+def share_initial_model(recipe: Path, outputs: list[Path]) -> None:
+    """Build each run's model once (as the engine does) and save it as the initial model of the same run
+    under every output folder, so those runs start identical."""
+    reg = registry()
+    for spec in load_recipe(recipe).runs:
+        task, examples = load_splits(spec.task, reg)
+        model_cls = reg.model(spec.model)
+        set_seed(spec.seed)
+        model = model_cls.create(task.spec, model_cls.Options(**spec.model_options),
+                                 examples["train"][: spec.train.max_train_examples])
+        for out in outputs:
+            model.save(Path(out) / spec.recipe / spec.name / "checkpoints" / "model")
+
+
+def run_folder(output: Path, recipe: str = "tiny", name: str = "classification-lstm-seed1") -> Path:
+    return Path(output) / recipe / name
+
+
+def outcome(folder: Path) -> dict:
+    """What must be equal between two runs that should be the same: test and validation metrics, the best
+    step, every logged loss and metric, the final weights."""
+    res = json.loads((folder / "results.json").read_text())
+    logs = [{k: v for k, v in json.loads(line).items() if k not in TIMING}
+            for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    weights = {k: v.tolist() for k, v in load_file(str(folder / "model" / "model.safetensors")).items()}
+    return {"test": res["test"], "validation": res["validation"], "best_step": res["best_step"],
+            "steps": res["steps"], "logs": logs, "weights": weights}
+
+
+def env(**extra: str) -> dict[str, str]:
+    """The environment for a child nlpkit: one thread (as in the parent, so float sums agree), no progress."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **extra}
+
+
+# A driver for child processes: sends ``SIG`` to itself right after the train log line of step ``STEP``,
+# then runs the nlpkit command line. SIGKILL that way is a crash at an exact step; SIGTERM a polite stop.
+SIGNAL_AT_STEP = """
+import os, sys
+from nlpkit import runs
+
+STEP, SIG = int(sys.argv[1]), int(sys.argv[2])
+log = runs.MetricsLog.__call__
+
+def log_then_signal(self, **row):
+    log(self, **row)
+    if row.get("split") == "train" and row.get("step") == STEP:
+        os.kill(os.getpid(), SIG)
+
+runs.MetricsLog.__call__ = log_then_signal
+from nlpkit.cli import main
+main(sys.argv[3:])
+"""
