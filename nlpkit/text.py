@@ -46,3 +46,29 @@ def train_word_vocab(sequences: Iterable[list[str]], min_freq: int = 1, lowercas
     trainer = trainers.WordLevelTrainer(special_tokens=SPECIALS, min_frequency=min_freq)
     tok.train_from_iterator((" ".join(words) for words in sequences), trainer=trainer)
     return tok
+
+
+def train_reversible_tokenizer(
+    texts: Iterable[str], vocab_size: int = 8000, kind: str = "bpe", lowercase: bool = False
+) -> Tokenizer:
+    """A BPE, WordPiece or Unigram tokenizer whose ``decode`` gives back the text (for generated output).
+
+    Words keep their leading space as ``▁`` (Metaspace) and punctuation is split off, so joining the pieces
+    and turning ``▁`` back into spaces is exact: translations are detokenized before they are scored."""
+    if kind not in ("bpe", "wordpiece", "unigram"):
+        raise ValueError(f"unknown tokenizer kind '{kind}' (bpe, wordpiece, unigram)")
+    if kind == "bpe":
+        tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS)
+    elif kind == "wordpiece":  # no "##": the "▁" already marks where words start
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix=""))
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
+                                            continuing_subword_prefix="")
+    else:
+        tok = Tokenizer(models.Unigram())
+        trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, unk_token="[UNK]")
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else []))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok

@@ -39,10 +39,13 @@ class AdditivePooling(nn.Module):
 class AttentionModel(RecurrentModel):
     name = "attention"
     Options = AttentionOptions
-    serves = ("classification", "tagging")
+    serves = ("classification", "tagging", "seq2seq")
 
     @classmethod
     def create(cls, spec, options, train):
+        if spec.kind == "seq2seq" and cls is AttentionModel:
+            from nlpkit_plugins.models.seq2seq import AttentionSeq2Seq
+            return AttentionSeq2Seq.create(spec, options, train)
         if spec.kind == "tagging" and cls is AttentionModel:
             from nlpkit_plugins.models.tagging import AttentionTagger
             return AttentionTagger.create(spec, options, train)
@@ -50,6 +53,9 @@ class AttentionModel(RecurrentModel):
 
     @classmethod
     def load(cls, folder):
+        if cls is AttentionModel and json.loads((folder / "config.json").read_text())["spec"]["kind"] == "seq2seq":
+            from nlpkit_plugins.models.seq2seq import AttentionSeq2Seq
+            return AttentionSeq2Seq.load(folder, cls.Options)
         if cls is AttentionModel and json.loads((folder / "config.json").read_text())["spec"]["kind"] == "tagging":
             from nlpkit_plugins.models.tagging import AttentionTagger
             return AttentionTagger.load(folder)

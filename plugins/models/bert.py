@@ -13,17 +13,18 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from nlpkit_plugins.models.seq2seq_bert import BertSeq2Seq, BertSeq2SeqFields
 from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 import nlpkit
-from nlpkit.contract import Model, Options, Output, TaskSpec
+from nlpkit.contract import Model, Output, TaskSpec
 from nlpkit.errors import NlpkitError
 
 
-class BertOptions(Options):
+class BertOptions(BertSeq2SeqFields):  # + the seq2seq (translation) decoder options
     pretrained: str = "minilm"
     max_length: int = 128
     pooling: str = "mean"  # mean | cls: how classification reads the sequence
@@ -44,7 +45,7 @@ def resolve_pretrained(name: str) -> str:
 
 class BertModel(Model):
     name = "bert"
-    serves = ("classification", "tagging")
+    serves = ("classification", "tagging", "seq2seq")
     Options = BertOptions
 
     def __init__(self, spec: TaskSpec, options: BertOptions, encoder: nn.Module, tokenizer: Any):
@@ -56,6 +57,8 @@ class BertModel(Model):
 
     @classmethod
     def create(cls, spec: TaskSpec, options: BertOptions, train: list[dict]) -> BertModel:
+        if spec.kind == "seq2seq" and cls is BertModel:
+            return BertSeq2Seq.create(spec, options, train)
         if spec.kind == "tagging" and cls is BertModel:
             from nlpkit_plugins.models.tagging import BertTagger
             return BertTagger.create(spec, options, train)
@@ -82,6 +85,8 @@ class BertModel(Model):
     @classmethod
     def load(cls, folder: Path) -> BertModel:
         config = json.loads((folder / "config.json").read_text())
+        if cls is BertModel and config["spec"]["kind"] == "seq2seq":
+            return BertSeq2Seq.load(folder, cls.Options)
         if cls is BertModel and config["spec"]["kind"] == "tagging":
             from nlpkit_plugins.models.tagging import BertTagger
             return BertTagger.load(folder)

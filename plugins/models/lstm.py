@@ -19,10 +19,13 @@ from nlpkit.contract import Output
 
 class LSTMModel(RecurrentModel):
     name = "lstm"
-    serves = ("classification", "tagging")
+    serves = ("classification", "tagging", "seq2seq")
 
     @classmethod
     def create(cls, spec, options, train):
+        if spec.kind == "seq2seq" and cls is LSTMModel:
+            from nlpkit_plugins.models.seq2seq import PlainSeq2Seq
+            return PlainSeq2Seq.create(spec, options, train)
         if spec.kind == "tagging" and cls is LSTMModel:
             from nlpkit_plugins.models.tagging import BiLSTMTagger
             return BiLSTMTagger.create(spec, options, train)
@@ -30,6 +33,9 @@ class LSTMModel(RecurrentModel):
 
     @classmethod
     def load(cls, folder):
+        if cls is LSTMModel and json.loads((folder / "config.json").read_text())["spec"]["kind"] == "seq2seq":
+            from nlpkit_plugins.models.seq2seq import PlainSeq2Seq
+            return PlainSeq2Seq.load(folder, cls.Options)
         if cls is LSTMModel and json.loads((folder / "config.json").read_text())["spec"]["kind"] == "tagging":
             from nlpkit_plugins.models.tagging import BiLSTMTagger
             return BiLSTMTagger.load(folder)

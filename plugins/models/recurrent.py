@@ -11,16 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from nlpkit_plugins.models.seq2seq import Seq2SeqFields
 from safetensors.torch import load_model, save_model
 from tokenizers import Tokenizer
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from nlpkit.contract import Model, Options, TaskSpec
+from nlpkit.contract import Model, TaskSpec
 from nlpkit.text import PAD, train_subword_tokenizer
 
 
-class RecurrentOptions(Options):
+class RecurrentOptions(Seq2SeqFields):  # + the seq2seq (translation) options
     vocab_size: int = 16000
     tokenizer: str = "wordpiece"  # wordpiece | bpe | unigram
     lowercase: bool = True
