@@ -5,7 +5,7 @@
     models:
       lstm: {epochs: 4, lr: 2.0e-3}  # training options and the model's own options, side by side
       bert: {lr: 2.0e-5, batch_size: 8}
-      bert-large: {model: bert, pretrained: bert-large-uncased}   # a second entry of one plugin
+      bert-large: {model: bert, pretrained: bert-large-uncased, seeds: [1]}   # a second entry; its own seeds
     train: {epochs: 2, batch_size: 32}   # shared training options
     seeds: [1, 2, 3]
 
@@ -274,6 +274,10 @@ def expand(name: str, schema: RecipeSchema, tasks: list[TaskEntry], registry: Re
         for label, options in schema.models.items():
             options = dict(options or {})
             plugin = options.pop("model", label)
+            seeds = options.pop("seeds", schema.seeds)  # a model entry may run its own seeds (slow models: fewer)
+            if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
+                problems.append(f"{where(mloc + ('seeds',))}: 'models.{label}.seeds' must be a list of integers")
+                continue
             mloc = ("models", label)
             try:
                 model_cls = registry.model(plugin)
@@ -295,7 +299,7 @@ def expand(name: str, schema: RecipeSchema, tasks: list[TaskEntry], registry: Re
             except ValidationError as err:
                 problems.append(_model_entry_error(err, where, mloc, model_cls))
                 continue
-            for seed in schema.seeds:
+            for seed in seeds:
                 runs.append(
                     RunSpec(name, entry, label, plugin, model_opts.model_dump(exclude_unset=True), train, seed,
                             Path(schema.output))
@@ -306,7 +310,7 @@ def expand(name: str, schema: RecipeSchema, tasks: list[TaskEntry], registry: Re
 
 
 def _model_entry_error(err: ValidationError, where: _Where, mloc: tuple, model_cls: type) -> str:
-    valid = sorted(set(TrainOptions.model_fields) | set(model_cls.Options.model_fields) | {"model"})
+    valid = sorted(set(TrainOptions.model_fields) | set(model_cls.Options.model_fields) | {"model", "seeds"})
     messages = []
     for e in err.errors():
         loc = mloc + tuple(e["loc"])

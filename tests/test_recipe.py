@@ -41,6 +41,15 @@ def test_good_recipe_expands_to_models_x_seeds(tmp_path):
     assert recipe.runs[0].folder.as_posix() == "runs/demo/classification-lstm-seed1"
 
 
+def test_model_entry_with_its_own_seeds_and_plugin(tmp_path):
+    text = GOOD.replace("bert: {lr: 2e-5, batch_size: 8}", "bert: {lr: 2e-5, seeds: [5]}\n  small: {model: lstm, hidden_size: 8}")
+    recipe = load_recipe(write(tmp_path, text))
+    assert [(r.label, r.model, r.seed) for r in recipe.runs] == [
+        ("lstm", "lstm", 1), ("lstm", "lstm", 2), ("bert", "bert", 5), ("small", "lstm", 1), ("small", "lstm", 2)]
+    with pytest.raises(NlpkitError, match="'models.bert.seeds' must be a list of integers"):
+        load_recipe(write(tmp_path, GOOD.replace("batch_size: 8}", "seeds: 3}")))
+
+
 def test_unknown_top_level_key_names_line_and_suggestion(tmp_path):
     path = write(tmp_path, GOOD.replace("seeds: [1, 2]", "seeds: [1]\nsedes: [3]"))
     with pytest.raises(NlpkitError) as err:
