@@ -274,11 +274,11 @@ def expand(name: str, schema: RecipeSchema, tasks: list[TaskEntry], registry: Re
         for label, options in schema.models.items():
             options = dict(options or {})
             plugin = options.pop("model", label)
+            mloc = ("models", label)
             seeds = options.pop("seeds", schema.seeds)  # a model entry may run its own seeds (slow models: fewer)
             if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
                 problems.append(f"{where(mloc + ('seeds',))}: 'models.{label}.seeds' must be a list of integers")
                 continue
-            mloc = ("models", label)
             try:
                 model_cls = registry.model(plugin)
             except NlpkitError as err:

@@ -42,7 +42,8 @@ def test_good_recipe_expands_to_models_x_seeds(tmp_path):
 
 
 def test_model_entry_with_its_own_seeds_and_plugin(tmp_path):
-    text = GOOD.replace("bert: {lr: 2e-5, batch_size: 8}", "bert: {lr: 2e-5, seeds: [5]}\n  small: {model: lstm, hidden_size: 8}")
+    entries = "bert: {lr: 2e-5, seeds: [5]}\n  small: {model: lstm, hidden_size: 8}"
+    text = GOOD.replace("bert: {lr: 2e-5, batch_size: 8}", entries)
     recipe = load_recipe(write(tmp_path, text))
     assert [(r.label, r.model, r.seed) for r in recipe.runs] == [
         ("lstm", "lstm", 1), ("lstm", "lstm", 2), ("bert", "bert", 5), ("small", "lstm", 1), ("small", "lstm", 2)]
