@@ -60,24 +60,56 @@ def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool, res
     run_recipe(plan, force=force, echo=click.echo, restart=restart, jobs=jobs)
 
 
+def _options_text(reg, name: str) -> str:
+    """Every plugin called NAME, its distribution, and its typed options with types and defaults."""
+    from nlpkit.errors import NlpkitError, did_you_mean
+
+    found = [(kind, getattr(reg, kind)[name]) for kind in ("models", "tasks", "datasets") if name in getattr(reg, kind)]
+    if not found:
+        names = {n for kind in ("models", "tasks", "datasets") for n in getattr(reg, kind)}
+        raise NlpkitError(f"No plugin named '{name}'.{did_you_mean(name, names)} Installed: {', '.join(sorted(names))}")
+    where = {"models": "models.<entry>", "tasks": "task.options", "datasets": "task.dataset_options"}
+    lines = []
+    for kind, cls in found:
+        source = reg.sources[(kind, name)]
+        lines.append(f"{kind[:-1].capitalize()} '{name}' ({source}): recipe keys under {where[kind]}")
+        fields = cls.Options.model_fields
+        for field, info in fields.items():
+            ann = info.annotation
+            kind_name = ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "")
+            default = "(required)" if info.is_required() else repr(info.get_default(call_default_factory=True))
+            lines.append(f"  {field:<20} {kind_name:<22} {default}" + (f"  {info.description}" if info.description
+                                                                       else ""))
+        if not fields:
+            lines.append("  (no options)")
+        if kind == "models":
+            lines.append("  + every training key (epochs, lr, batch_size, ...: see `train:` in a recipe)")
+    return "\n".join(lines)
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plugins(as_json: bool) -> None:
+@click.option("--options", "options_of", metavar="NAME", help="List the typed options of plugin NAME with defaults.")
+def plugins(as_json: bool, options_of: str | None) -> None:
     """List installed models, tasks and datasets, where each comes from, and which model serves which task."""
     from nlpkit.plugins import registry
 
     reg = registry()
+    if options_of:
+        click.echo(_options_text(reg, options_of))
+        return
     info = {
         "models": {n: {"source": reg.sources[("models", n)], "serves": list(c.serves)} for n, c in reg.models.items()},
         "tasks": {n: {"source": reg.sources[("tasks", n)], "kind": c.kind, "main_metric": c.main_metric}
                   for n, c in reg.tasks.items()},
         "datasets": {n: {"source": reg.sources[("datasets", n)], "kind": c.kind} for n, c in reg.datasets.items()},
+        "metrics": {n: {"source": reg.sources[("metrics", n)]} for n in reg.metrics},
         "failed": reg.failed,
     }
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    for kind in ("models", "tasks", "datasets"):
+    for kind in ("models", "tasks", "datasets", "metrics")[: 4 if reg.metrics else 3]:
         click.echo(f"{kind.capitalize()}:")
         for name, row in sorted(info[kind].items()):
             detail = ", ".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in row.items())
@@ -89,6 +121,21 @@ def plugins(as_json: bool) -> None:
         click.echo(f"  {m:<14}" + "".join(f"{'yes' if reg.tasks[t].kind in cls.serves else '-':>16}" for t in tasks))
     for name, err in reg.failed.items():
         click.secho(f"Failed to load plugin '{name}': {err}", fg="yellow")
+
+
+@main.command("new-plugin")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(["model", "task", "dataset"]), required=True, help="What the plugin adds.")
+@click.option("-o", "--output", "out", type=click.Path(file_okay=False), help="Folder (default ./nlpkit-NAME).")
+def new_plugin(name: str, kind: str, out: str | None) -> None:
+    """Write a working third-party plugin package NAME: module, entry point, conformance tests, recipe, README."""
+    from nlpkit.scaffold import new_plugin as scaffold
+
+    folder, files = scaffold(name, kind, out)
+    click.echo(f"Created {kind} plugin '{name}' in {folder}:")
+    for path in files:
+        click.echo(f"  {path.relative_to(folder)}")
+    click.echo(f"Next: cd {folder} && pip install -e . && pytest && nlpkit run recipe.yaml")
 
 
 @main.command()

@@ -38,6 +38,13 @@ def register_datasets(register: Callable[[type], None]) -> None:
 
 
 @hookspec
+def register_metrics(register: Callable[[str, Callable[[list[dict], list[dict]], float]], None]) -> None:
+    """Register metrics: ``register("name", fn)`` with ``fn(examples, predictions) -> float`` (examples and
+    predictions in the task kind's shapes, see nlpkit/contract.py). A task asks for them by name (e.g. a
+    ``metrics`` task option) through ``nlpkit.plugins.registry().metric(name)``."""
+
+
+@hookspec
 def report_sections(task: str, runs: list[dict[str, Any]], out_dir: str) -> list[dict[str, Any]] | None:
     """Add sections to a comparison report: called once per task with that task's finished runs.
 

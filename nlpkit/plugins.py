@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
@@ -29,6 +30,7 @@ class Registry:
     models: dict[str, type[Model]] = field(default_factory=dict)
     tasks: dict[str, type[Task]] = field(default_factory=dict)
     datasets: dict[str, type[Dataset]] = field(default_factory=dict)
+    metrics: dict[str, Callable[[list[dict], list[dict]], float]] = field(default_factory=dict)
     sources: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> "dist version"
     failed: dict[str, str] = field(default_factory=dict)  # entry point -> error
 
@@ -46,6 +48,9 @@ class Registry:
 
     def dataset(self, name: str) -> type[Dataset]:
         return self.get("datasets", name)
+
+    def metric(self, name: str) -> Callable[[list[dict], list[dict]], float]:
+        return self.get("metrics", name)
 
 
 def _manager() -> tuple[pluggy.PluginManager, dict[str, str], dict[str, str]]:
@@ -99,6 +104,19 @@ def load_registry() -> Registry:
                 registry.sources[(kind, name)] = source
 
             impl.function(register=register)
+    for impl in pm.hook.register_metrics.get_hookimpls():
+        source = dists.get(impl.plugin_name, impl.plugin_name)
+
+        def register_metric(name: str, fn: Callable, source: str = source) -> None:
+            if not isinstance(name, str) or not callable(fn):
+                raise NlpkitError(f"Plugin {source} registered metric {name!r}: expected register(name, callable)")
+            if name in registry.metrics:
+                raise NlpkitError(f"Two plugins register the metric '{name}': "
+                                  f"{registry.sources[('metrics', name)]} and {source}")
+            registry.metrics[name] = fn
+            registry.sources[("metrics", name)] = source
+
+        impl.function(register=register_metric)
     _registry_cache["pm"] = pm
     return registry
 
