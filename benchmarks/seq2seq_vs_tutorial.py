@@ -18,8 +18,10 @@ import random
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 
 import sacrebleu
 import torch
@@ -189,6 +191,7 @@ def run_nlpkit(minutes: float) -> dict:
     from nlpkit.batching import length_batches
     from nlpkit.plugins import registry
     from nlpkit.recipe import TrainOptions
+    from nlpkit.runs import MetricsLog
     from nlpkit.training import make_accelerator, predict, train
 
     splits = load_pairs()
@@ -203,11 +206,16 @@ def run_nlpkit(minutes: float) -> dict:
     accelerator, precision = make_accelerator(train_opts, type(model))
     start, seen = time.perf_counter(), {}
 
-    def log(**row):
-        seen.update(row)
-        if time.perf_counter() - start > minutes * 60:
-            raise TimeUp
+    class TimedLog(MetricsLog):
+        """The loop's metrics log, which also ends training once the wall-time budget is spent."""
 
+        def __call__(self, **row):
+            super().__call__(**row)
+            seen.update(row)
+            if time.perf_counter() - start > minutes * 60:
+                raise TimeUp
+
+    log = TimedLog(Path(tempfile.mkdtemp()) / "metrics.jsonl")
     try:
         train(model, task, features, [], [], train_opts, 1, log, accelerator, precision)
     except TimeUp:
