@@ -65,7 +65,8 @@ class TestBert(ModelKit):
     @classmethod
     def plugin_options(cls, tiny_bert):
         return {"pretrained": tiny_bert, "max_length": 32, "stride": 8, "dropout": 0.0, "target_vocab_size": 100,
-                "embedding_dim": 16, "hidden_size": 32, "attention_size": 16, "beam_size": 2, "label_smoothing": 0.0, "encoder_lr": 1e-3}
+                "embedding_dim": 16, "hidden_size": 32, "attention_size": 16, "beam_size": 2, "label_smoothing": 0.0,
+                "encoder_lr": 1e-3}
 
 
 # ----------------------------------------------------------------------------------- tasks

@@ -4,6 +4,9 @@ is found, listed with its distribution, validated in recipes and run; broken plu
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -263,3 +266,67 @@ def test_metrics_are_registered_and_duplicates_named(site, tmp_path):
     with pytest.raises(NlpkitError, match="Two plugins register the metric 'share_of_zero': nlpkit-m. 0.3.0 and "
                                           "nlpkit-m. 0.3.0"):
         load_registry()
+
+
+# ----------------------------------------------------------------------------------- the example package
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "nlpkit-transformer"
+EXAMPLE_RECIPE = """\
+name: transformer-kinds
+output: {out}/runs
+reports: {out}/reports
+tasks:
+  - {{name: classification, dataset: toy_topics, dataset_options: {{train_size: 64, eval_size: 16}}}}
+  - {{name: ner, dataset: conll_files, dataset_options: {{train: {out}/ner.txt, test: {out}/ner.txt,
+      validation_size: 4}}}}
+  - {{name: translation, dataset: parallel_files, dataset_options: {{train: {out}/pairs.tsv,
+      test: {out}/pairs.tsv, validation_size: 4}}}}
+models:
+  transformer: {{d_model: 32, heads: 2, layers: 1, ff_dim: 64, lr: 1.0e-2, max_length: 32}}
+train: {{epochs: 2, batch_size: 8, progress: false}}
+seeds: [1]
+"""
+
+
+@pytest.fixture(scope="module")
+def example_site(tmp_path_factory):
+    site = tmp_path_factory.mktemp("example-site")
+    install_package(EXAMPLE, site)
+    return site
+
+
+def test_example_transformer_passes_its_conformance_kit(example_site):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(example_site), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider",
+                             str(EXAMPLE / "tests")],
+                            capture_output=True, text=True, env=env, cwd=example_site, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1].startswith("25 passed, 1 skipped"), result.stdout[-300:]
+
+
+def test_example_transformer_runs_classification_ner_and_translation(example_site, tmp_path):
+    needed = {"ner", "translation"}
+    with plugins_on_path(example_site):
+        if not needed <= set(registry().tasks):
+            pytest.skip(f"tasks {needed - set(registry().tasks)} not installed")
+        (tmp_path / "ner.txt").write_text("".join(
+            f"Ann B-PER\nmet O\nBob{i % 3} B-PER\nin O\nParis B-LOC\n.\tO\n\n" for i in range(16)))
+        (tmp_path / "pairs.tsv").write_text("".join(
+            f"a {c} dog runs\tein {c} hund rennt\n" for c in ("big", "small", "red", "blue") * 4))
+        recipe = tmp_path / "kinds.yaml"
+        recipe.write_text(EXAMPLE_RECIPE.format(out=tmp_path))
+        run = CliRunner().invoke(main, ["run", str(recipe)], catch_exceptions=False)
+        assert run.exit_code == 0, run.output
+        for task, metric in (("classification", "accuracy"), ("ner", "f1"), ("translation", "bleu")):
+            res = json.loads((tmp_path / f"runs/transformer-kinds/{task}-transformer-seed1/results.json").read_text())
+            assert res["plugin"] == "transformer" and res["task"] == task and metric in res["test"], res["test"]
+            assert res["steps"] > 0 and res["parameters"] > 0
+
+
+def test_example_recipes_are_valid(example_site, monkeypatch, tmp_path):
+    monkeypatch.setenv("NLPKIT_DATA", str(tmp_path))
+    with plugins_on_path(example_site):
+        assert len(load_recipe(EXAMPLE / "recipe.yaml").runs) == 2
+        tasks = {"ner", "translation"} & set(registry().tasks)
+        if len(tasks) == 2:
+            assert len(load_recipe(EXAMPLE / "recipe-all-kinds.yaml").runs) == 6

@@ -254,8 +254,8 @@ def test_the_pytest_kit_fails_a_broken_plugin_with_the_reason(tmp_path):
             lr = 5e-2
         """))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider",
+                             str(tmp_path)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     out = result.stdout
     assert result.returncode == 1, out[-2000:]
     assert out.strip().splitlines()[-1].startswith("1 failed, 10 passed"), out[-500:]
