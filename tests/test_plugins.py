@@ -177,6 +177,10 @@ def test_plugin_options_are_validated_like_core_keys(site, tmp_path):
     assert f"{recipe}, line 9: unknown key 'models.bag.dimm' for model 'bag'. Did you mean 'dim'?" in msg
     assert f"{recipe}, line 7" in msg and "'task.dataset_options.train_sise'" in msg
     assert "Did you mean 'train_size'?" in msg
+    with_option = RECIPE.format(out=tmp_path).replace("dataset: toy_topics", "dataset: toy_topics\n  options: {x: 1}")
+    recipe.write_text(with_option)
+    with pytest.raises(NlpkitError, match=r"bad.yaml, line 7: unknown key 'task.options.x'"):
+        load_recipe(recipe)
     recipe.write_text(RECIPE.format(out=tmp_path).replace("{dim: 8,", "{dim: many,"))
     with pytest.raises(NlpkitError, match=r"line 9: .models.bag.dim.: Input should be a valid integer"):
         load_recipe(recipe)
