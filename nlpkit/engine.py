@@ -149,7 +149,7 @@ def run_recipe(recipe: Recipe, force: bool = False, echo: Any = print, restart: 
         if force and main:
             (spec.folder / "results.json").unlink(missing_ok=True)
         todo.append((i, spec))
-    if jobs > 1:
+    if jobs > 1 and len(todo) > 1:
         from nlpkit.jobs import run_parallel
 
         results = run_parallel(todo, len(recipe.runs), jobs, restart or force, say)

@@ -92,8 +92,9 @@ def start_model(model_cls: type[Model], create: Callable[[], Model], checkpoints
     weights must meet the vocabulary they were trained with."""
     saved = Path(checkpoints) / "model"
     state = PartialState(cpu=resolve_device(device).type == "cpu")
-    state.wait_for_everyone()  # the main process has cleared what --restart clears
-    if saved.is_dir():
+    # The main process looks (after clearing what --restart clears) and tells the others: were they to look
+    # for themselves, one could see the copy the main process is about to write and skip the barrier below.
+    if broadcast_object_list([saved.is_dir() if state.is_main_process else None])[0]:
         return model_cls.load(saved)
     model = None
     if state.is_main_process:
@@ -192,7 +193,7 @@ def train(
         pos, result = Position(**loop["position"]), TrainResult(**loop["result"])
         best_state = saved["best_state"] or None
         ckpt.set_rng_state(saved["rng"][rank if len(saved["rng"]) == world else 0])
-        result.resumed_from = pos.step
+        result.resumed_from, result.world_size, result.device = pos.step, world, str(device)
     log.truncate(saved["metrics_position"] if saved else 0)
 
     sign = 1 if task.greater_is_better else -1
