@@ -13,8 +13,14 @@ PAD, UNK, BOS, EOS = range(4)
 def train_subword_tokenizer(
     texts: Iterable[str], vocab_size: int = 16000, kind: str = "wordpiece", lowercase: bool = True
 ) -> Tokenizer:
-    """A WordPiece, BPE or Unigram tokenizer trained on ``texts``; ids 0-3 are PAD, UNK, BOS, EOS."""
-    if kind == "wordpiece":
+    """A word-level, WordPiece, BPE or Unigram tokenizer trained on ``texts``; ids 0-3 are PAD, UNK, BOS, EOS.
+
+    Only "word" is reproducible: the subword trainers of ``tokenizers`` break ties between equally frequent
+    merges in hash-map order, which changes from process to process (huggingface/tokenizers#1794)."""
+    if kind == "word":
+        tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+        trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=SPECIALS)
+    elif kind == "wordpiece":
         tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
         trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS)
         tok.decoder = decoders.WordPiece()
@@ -27,7 +33,7 @@ def train_subword_tokenizer(
         trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, unk_token="[UNK]")
         tok.decoder = decoders.Metaspace()
     else:
-        raise ValueError(f"unknown tokenizer kind '{kind}' (wordpiece, bpe, unigram)")
+        raise ValueError(f"unknown tokenizer kind '{kind}' (word, wordpiece, bpe, unigram)")
     norms = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
     tok.normalizer = normalizers.Sequence(norms)
     tok.pre_tokenizer = (
