@@ -168,3 +168,21 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
     _, state = ckpt.latest(tmp_path)
     ckpt.set_rng_state(state["rng"][0])
     assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(3), expected[2])
+
+
+def test_restart_ignores_the_checkpoints_of_an_unfinished_run(reference, monkeypatch):
+    root, recipe, _ = reference
+    output = root / "restart"
+    folder = run_folder(output)
+    stop_at(monkeypatch, 6)
+    assert run(recipe, output).exit_code == 128 + signal.SIGTERM
+    monkeypatch.undo()
+    assert "[resumes at step 6]" in CliRunner().invoke(main, ["run", str(recipe), "--dry-run", "--set",
+                                                              f"output={output}"]).output
+    again = CliRunner().invoke(main, ["run", str(recipe), "--restart", "--set", f"output={output}"])
+    assert again.exit_code == 0, again.output
+    assert "resuming" not in again.output
+    assert json.loads((folder / "results.json").read_text())["resumed_from_step"] == 0
+    steps = [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()
+             if '"train"' in line]
+    assert steps == list(range(1, len(steps) + 1)), "the stopped attempt's log lines are gone"
