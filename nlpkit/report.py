@@ -44,7 +44,10 @@ FORMATS = ("md", "html")
 TITLE = "nlpkit comparison report"
 ExtraSections = Callable[[str, list[Run], str], Any]
 
-__all__ = ["write_report", "write_plugin_report", "summarize", "compatibility_markdown", "discover_runs", "load_runs", "FORMATS"]
+__all__ = [
+    "write_report", "write_plugin_report", "summarize", "compatibility_markdown",
+    "discover_runs", "load_runs", "FORMATS",
+]
 
 
 # ---------------------------------------------------------------- one (task, dataset) group

@@ -3,9 +3,9 @@
 import gzip
 
 import pytest
+from nlpkit_plugins.datasets.ag_news import AgNews, read_agnews_csv
 
 from nlpkit.errors import NlpkitError
-from nlpkit_plugins.datasets.ag_news import AgNews, read_agnews_csv
 
 ROWS = '"3","Wall St. Bears Claw Back","Reuters - Short-sellers, ""quoted"" \\\\nnext line"\n"2","Match","Team wins"\n'
 
