@@ -194,7 +194,8 @@ class BahdanauDecoder(nn.Module):
         ir, iz, in_ = gi.chunk(3, -1)
         hr, hz, hn = gh.chunk(3, -1)
         r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
-        return torch.lerp(torch.tanh(in_ + r * hn), h, z)  # (1 - z) * n + z * h
+        n = torch.tanh(in_ + r * hn)
+        return torch.lerp(n, h.to(n.dtype), z.to(n.dtype))  # (1 - z) * n + z * h; one dtype under autocast
 
     def forward(self, state: dict, target_in: torch.Tensor, teacher_forcing: float = 1.0):
         """Teacher-forced logits (batch, steps, vocab) and attention (batch, steps, source)."""
@@ -204,7 +205,8 @@ class BahdanauDecoder(nn.Module):
         b_hq = torch.cat([self.cell.bias_hh, self.cell.bias_hh.new_zeros(self.query.out_features)])
         emb = self.dropout(self.embed(target_in))
         gi_emb = F.linear(emb, w_ie, self.cell.bias_ih)  # the embedding part of every step at once
-        defer = self.defer and torch.is_grad_enabled() and self.training and teacher_forcing >= 1.0
+        defer = (self.defer and torch.is_grad_enabled() and self.training and teacher_forcing >= 1.0
+                 and not torch.is_autocast_enabled(emb.device.type))  # the deferred matmuls are fp32-only
         h = state["h"]
         if defer:
             steps_c, steps_h = _Steps(), _Steps()
