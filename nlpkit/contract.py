@@ -114,6 +114,11 @@ class Model(nn.Module):
         """One dict per example with key ``prediction`` (task-native form) and optional extras."""
         raise NotImplementedError
 
+    def make_optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer | None:
+        """A model's own optimizer (a ``torch.optim.Optimizer``, so the scheduler and checkpoints work), e.g. one
+        that updates only the embedding rows seen so far; None (the default): AdamW over ``param_groups``."""
+        return None
+
     def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
         """Optimizer parameter groups; override to give parts of the model their own learning rate."""
         decay, no_decay = [], []

@@ -172,7 +172,9 @@ def train(
     pos = Position(total=options.max_steps or max(1, math.ceil(updates_per_epoch * options.epochs)))
     eval_every = options.eval_every or updates_per_epoch
 
-    optimizer = torch.optim.AdamW(model.param_groups(options.lr, options.weight_decay), lr=options.lr)
+    # A model may bring its own optimizer (Model.make_optimizer, e.g. bert's sparse-row FastAdamW); default AdamW.
+    optimizer = (model.make_optimizer(options.lr, options.weight_decay)
+                 or torch.optim.AdamW(model.param_groups(options.lr, options.weight_decay), lr=options.lr))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(options.warmup * pos.total), pos.total)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     device = accelerator.device

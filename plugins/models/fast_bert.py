@@ -1,0 +1,294 @@
+"""A BERT encoder for fast fine-tuning on CPUs, loading Hugging Face ``BertModel`` weights.
+
+Same parameters and math as ``transformers.BertModel`` (absolute positions, token type 0); only the way it
+is computed differs, each piece for a reason measured in ``benchmarks/BERT_CPU_NOTES.md``:
+
+* :class:`FastBertLayer` - Q, K and V are one [3H, H] linear (one GEMM instead of three; ``unbind`` backward is
+  one stack), no attention-interface dispatch, and the attention mask is skipped for batches without padding.
+* :func:`fast_dropout` - masks from 16-bit lanes of one int64 draw per four elements (``bernoulli_``, what
+  ``F.dropout`` uses, was ~13 % of a step); same expectation, p rounded to 1/65536, another random stream.
+* :class:`SparseRowEmbedding` - the word embedding keeps the rows touched so far as a prefix of its table
+  (rows permuted into slots on first touch) and index-adds their gradient into a persistent ``.grad``, so
+  no step makes, zero-fills or updates a dense 47 MB gradient. :class:`FastAdamW` updates only that prefix
+  (exact with weight decay 0: an untouched row has zero gradient and zero moments, which AdamW leaves
+  unchanged). The table is a real Parameter with a real ``.grad``, so the training loop's
+  ``clip_grad_norm_`` counts it (its rows past the prefix are zero).
+
+Under DDP the word-embedding gradient would not be all-reduced (it bypasses autograd's accumulation), so the
+``bert`` plugin uses ``transformers`` there instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# --------------------------------------------------------------------------- dropout
+
+
+def dropout_mask(shape: torch.Size, p: float) -> torch.Tensor:
+    """Bool tensor, True where an element is dropped (probability round(p * 65536) / 65536)."""
+    n = math.prod(shape)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
+    return bits.view(torch.int16)[:n].lt(-32768 + round(p * 65536)).view(shape)
+
+
+class _MaskedScale(torch.autograd.Function):
+    """y = x * scale, dropped elements zeroed; saves only the bool mask."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, drop: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.save_for_backward(drop)
+        ctx.scale = scale
+        return x.mul(scale).masked_fill_(drop, 0.0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (drop,) = ctx.saved_tensors
+        return grad.mul(ctx.scale).masked_fill_(drop, 0.0), None, None
+
+
+def fast_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``F.dropout(x, p, training)`` with :func:`dropout_mask` (CPU tensors; elsewhere ``F.dropout``)."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, True)
+    return _MaskedScale.apply(x, dropout_mask(x.shape, p), 1.0 / (1.0 - p))
+
+
+# --------------------------------------------------------------------------- sparse word embedding
+
+
+class _GatherRows(torch.autograd.Function):
+    """out = table[slots]; backward index-adds into ``table.grad`` (made once, then kept) instead of
+    returning a dense gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, slots: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(slots)
+        ctx.table = table
+        return F.embedding(slots, table)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, None]:
+        (slots,) = ctx.saved_tensors
+        table = ctx.table
+        if table.grad is None:  # first step, or an optimizer that sets grads to None (then it is a dense cost)
+            table.grad = torch.zeros_like(table)
+        table.grad.index_add_(0, slots.reshape(-1), grad.reshape(-1, grad.shape[-1]).to(table.dtype))
+        return None, None
+
+
+class SparseRowEmbedding(nn.Module):
+    """A word embedding whose rows touched so far are the prefix ``table[:n_active]``.
+
+    ``table`` holds every row, permuted: ``table[slot_of_row[r]]`` is row r. The first time a row is seen it
+    swaps places with the first untouched slot. State (table, permutation, n_active) is in ``state_dict``,
+    so checkpoints and best-weights copies restore it exactly. :meth:`row_weight` gives the table in row
+    order."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        rows = weight.shape[0]
+        self.table = nn.Parameter(weight.detach().clone())
+        self.register_buffer("slot_of_row", torch.arange(rows))
+        self.register_buffer("row_of_slot", torch.arange(rows))
+        self.register_buffer("active", torch.zeros((), dtype=torch.long))
+        self.dirty: list[torch.Tensor] = []  # slots given gradient since the last zero_grad_rows()
+
+    @property
+    def n_active(self) -> int:
+        return int(self.active)
+
+    @torch.no_grad()
+    def _activate(self, ids: torch.Tensor) -> None:
+        """Move rows of ``ids`` not yet active into the slots right after the prefix."""
+        n = self.n_active
+        slots = self.slot_of_row[ids.unique()]
+        new = slots[slots >= n]
+        if not len(new):
+            return
+        targets = torch.arange(n, n + len(new), device=new.device)
+        a = new[~torch.isin(new, targets)]  # new rows outside the target range ...
+        b = targets[~torch.isin(targets, new)]  # ... swap with untouched rows inside it
+        if len(a):  # a and b are untouched slots: zero gradient and moments, only weights move
+            self.table[a], self.table[b] = self.table[b].clone(), self.table[a].clone()
+            ra, rb = self.row_of_slot[a].clone(), self.row_of_slot[b].clone()
+            self.row_of_slot[a], self.row_of_slot[b] = rb, ra
+            self.slot_of_row[ra], self.slot_of_row[rb] = b, a
+        self.active.fill_(n + len(new))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.training and torch.is_grad_enabled():
+            self._activate(ids)
+            slots = self.slot_of_row[ids]
+            self.dirty.append(slots.reshape(-1))
+            return _GatherRows.apply(slots, self.table)
+        return F.embedding(self.slot_of_row[ids], self.table)
+
+    @torch.no_grad()
+    def zero_grad_rows(self) -> None:
+        """Zero only the rows given gradient since the last call (the rest of ``table.grad`` is already zero)."""
+        if self.table.grad is not None and self.dirty:
+            self.table.grad.index_fill_(0, torch.cat(self.dirty).unique(), 0.0)
+        self.dirty.clear()
+
+    def row_weight(self) -> torch.Tensor:
+        """The embedding table in vocabulary order."""
+        return self.table.detach()[self.slot_of_row]
+
+
+# --------------------------------------------------------------------------- optimizer
+
+
+class FastAdamW(torch.optim.Optimizer):
+    """AdamW (decoupled weight decay, as ``torch.optim.AdamW``) through one ``torch._fused_adamw_`` call per
+    parameter group, updating only the active prefix of each :class:`SparseRowEmbedding` table.
+
+    A plain ``torch.optim.Optimizer``: the scheduler sets ``lr`` in ``param_groups``, state is the standard
+    ``step``/``exp_avg``/``exp_avg_sq`` per parameter, so ``state_dict`` round-trips through checkpoints.
+    ``zero_grad`` sets dense gradients to None and zeroes only the dirty rows of sparse tables."""
+
+    def __init__(self, params: Any, sparse: list[SparseRowEmbedding], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+        self.sparse = {id(s.table): s for s in sparse}
+        for group in self.param_groups:
+            if group["weight_decay"] and any(id(p) in self.sparse for p in group["params"]):
+                raise ValueError("FastAdamW: a sparse embedding table is exact only with weight decay 0")
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            ps, gs, ms, vs, steps = [], [], [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float32)
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                p_, g, m, v = p, p.grad, state["exp_avg"], state["exp_avg_sq"]
+                emb = self.sparse.get(id(p))
+                if emb is not None:  # the prefix only: the rest has zero gradient and zero moments
+                    n = emb.n_active
+                    p_, g, m, v = p[:n], g[:n], m[:n], v[:n]
+                ps.append(p_), gs.append(g), ms.append(m), vs.append(v), steps.append(state["step"])
+            if not ps:
+                continue
+            torch._foreach_add_(steps, 1)
+            beta1, beta2 = group["betas"]
+            torch._fused_adamw_(ps, gs, ms, vs, [], steps, lr=group["lr"], beta1=beta1, beta2=beta2,
+                                weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=False,
+                                maximize=False, grad_scale=None, found_inf=None)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if id(p) not in self.sparse:
+                    p.grad = None
+        for emb in self.sparse.values():
+            emb.zero_grad_rows()
+
+
+# --------------------------------------------------------------------------- encoder
+
+
+class FastBertLayer(nn.Module):
+    def __init__(self, config: Any):
+        super().__init__()
+        h = config.hidden_size
+        self.heads, self.head_dim = config.num_attention_heads, h // config.num_attention_heads
+        self.qkv = nn.Linear(h, 3 * h)
+        self.attn_out = nn.Linear(h, h)
+        self.ln1 = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.inter = nn.Linear(h, config.intermediate_size)
+        self.out = nn.Linear(config.intermediate_size, h)
+        self.ln2 = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.p_hidden, self.p_attn = config.hidden_dropout_prob, config.attention_probs_dropout_prob
+        self.act = {"gelu": F.gelu, "relu": F.relu}[config.hidden_act]
+
+    def forward(self, x: torch.Tensor, add_mask: torch.Tensor | None) -> torch.Tensor:
+        b, s, h = x.shape
+        tr = self.training
+        q, k, v = self.qkv(x).view(b, s, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        scores = torch.matmul(q, k.transpose(-1, -2))
+        scale = 1.0 / math.sqrt(self.head_dim)
+        scores = scores.mul(scale) if add_mask is None else torch.add(add_mask, scores, alpha=scale)
+        probs = fast_dropout(torch.softmax(scores, dim=-1), self.p_attn, tr)
+        context = torch.matmul(probs, v).transpose(1, 2).reshape(b, s, h)
+        x = self.ln1(fast_dropout(self.attn_out(context), self.p_hidden, tr) + x)
+        return self.ln2(fast_dropout(self.out(self.act(self.inter(x))), self.p_hidden, tr) + x)
+
+
+@dataclass
+class EncoderOutput:
+    last_hidden_state: torch.Tensor
+    pooler_output: torch.Tensor | None = None
+
+
+class FastBertEncoder(nn.Module):
+    """``transformers.BertModel``'s forward (``input_ids``, ``attention_mask`` -> last_hidden_state,
+    pooler_output) for a ``model_type == "bert"`` config."""
+
+    def __init__(self, config: Any, pooler: bool):
+        super().__init__()
+        h = config.hidden_size
+        self.config = config
+        self.word = SparseRowEmbedding(torch.zeros(config.vocab_size, h))
+        self.position = nn.Parameter(torch.zeros(config.max_position_embeddings, h))
+        self.token_type = nn.Parameter(torch.zeros(config.type_vocab_size, h))
+        self.emb_ln = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.layers = nn.ModuleList(FastBertLayer(config) for _ in range(config.num_hidden_layers))
+        self.pooler = nn.Linear(h, h) if pooler else None
+
+    @staticmethod
+    def supports(config: Any) -> bool:
+        return (getattr(config, "model_type", None) == "bert" and config.hidden_act in ("gelu", "relu")
+                and getattr(config, "position_embedding_type", "absolute") == "absolute")
+
+    @classmethod
+    @torch.no_grad()
+    def from_hf(cls, hf: nn.Module, pooler: bool) -> FastBertEncoder:
+        """Copy the weights of a ``transformers.BertModel`` (with a pooling layer when ``pooler``)."""
+        sd = hf.state_dict()
+        with torch.random.fork_rng():  # the weights are overwritten: leave the RNG as transformers left it
+            m = cls(hf.config, pooler)
+        m.word.table.copy_(sd["embeddings.word_embeddings.weight"])
+        m.position.copy_(sd["embeddings.position_embeddings.weight"])
+        m.token_type.copy_(sd["embeddings.token_type_embeddings.weight"])
+        m.emb_ln.load_state_dict({"weight": sd["embeddings.LayerNorm.weight"], "bias": sd["embeddings.LayerNorm.bias"]})
+        for i, layer in enumerate(m.layers):
+            p = f"encoder.layer.{i}."
+            for kind in ("weight", "bias"):
+                attn = [sd[f"{p}attention.self.{n}.{kind}"] for n in ("query", "key", "value")]
+                getattr(layer.qkv, kind).copy_(torch.cat(attn))
+                getattr(layer.attn_out, kind).copy_(sd[f"{p}attention.output.dense.{kind}"])
+                getattr(layer.ln1, kind).copy_(sd[f"{p}attention.output.LayerNorm.{kind}"])
+                getattr(layer.inter, kind).copy_(sd[f"{p}intermediate.dense.{kind}"])
+                getattr(layer.out, kind).copy_(sd[f"{p}output.dense.{kind}"])
+                getattr(layer.ln2, kind).copy_(sd[f"{p}output.LayerNorm.{kind}"])
+        if pooler:
+            m.pooler.weight.copy_(sd["pooler.dense.weight"])
+            m.pooler.bias.copy_(sd["pooler.dense.bias"])
+        return m
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> EncoderOutput:
+        s = input_ids.shape[1]
+        x = self.word(input_ids) + (self.position[:s] + self.token_type[0])
+        x = fast_dropout(self.emb_ln(x), self.config.hidden_dropout_prob, self.training)
+        add_mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):  # most length-bucketed batches: no pad
+            add_mask = torch.zeros(attention_mask.shape, dtype=x.dtype, device=x.device)
+            add_mask = add_mask.masked_fill_(attention_mask == 0, torch.finfo(x.dtype).min)[:, None, None, :]
+        for layer in self.layers:
+            x = layer(x, add_mask)
+        pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None
+        return EncoderOutput(x, pooled)

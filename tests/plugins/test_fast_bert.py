@@ -1,0 +1,138 @@
+"""The fast BERT encoder and FastAdamW are exact: same logits as transformers' BertModel on the same weights,
+one optimizer step (with clipping) equal to torch.optim.AdamW, a save/load round trip that predicts the same."""
+
+import copy
+
+import pytest
+import torch
+from nlpkit_plugins.models.bert import BertModel, BertOptions
+from nlpkit_plugins.models.fast_bert import FastAdamW, FastBertEncoder, SparseRowEmbedding
+from transformers import BertConfig
+from transformers import BertModel as HFBertModel
+
+from nlpkit.contract import TaskSpec
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A 2-layer, 32-wide random BERT (vocab 100) with a pooler, and a tokenizer whose ids fit that vocab."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    HFBertModel(config).save_pretrained(folder)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + [f"w{i}" for i in range(96)]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                            sep_token="[SEP]").save_pretrained(folder)
+    return str(folder)
+
+
+def batch(padded: bool) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(4, 100, (3, 7), generator=g)
+    mask = torch.ones_like(ids)
+    if padded:
+        mask[1, 5:] = 0
+        mask[2, 3:] = 0
+        ids = ids.masked_fill(mask == 0, 0)
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 2])}
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_same_outputs_as_transformers(tiny, padded):
+    hf = HFBertModel.from_pretrained(tiny, attn_implementation="eager").eval()
+    fast = FastBertEncoder.from_hf(hf, pooler=True).eval()
+    b = batch(padded)
+    with torch.no_grad():
+        want = hf(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+        got = fast(b["input_ids"], b["attention_mask"])
+    keep = b["attention_mask"].bool()
+    torch.testing.assert_close(got.last_hidden_state[keep], want.last_hidden_state[keep], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.pooler_output, want.pooler_output, atol=1e-5, rtol=1e-5)
+
+
+def make(tiny, fast: bool) -> BertModel:
+    torch.manual_seed(3)
+    spec = TaskSpec("classification", ["a", "b", "c"])
+    options = BertOptions(pretrained=tiny, pooling="pooler", dropout=0.0, fast=fast)
+    model = BertModel.create(spec, options, [])
+    for module in model.modules():  # dropout off in the encoder too: the two paths draw different masks
+        for name in ("p_hidden", "p_attn"):
+            if hasattr(module, name):
+                setattr(module, name, 0.0)
+    if isinstance(model.encoder, FastBertEncoder):
+        model.encoder.config.hidden_dropout_prob = 0.0
+    return model
+
+
+def test_fast_optimizer_step_equals_adamw_with_clipping(tiny):
+    fast, plain = make(tiny, True), make(tiny, False)
+    assert isinstance(fast.encoder, FastBertEncoder) and not isinstance(plain.encoder, FastBertEncoder)
+    plain.encoder.config.hidden_dropout_prob = plain.encoder.config.attention_probs_dropout_prob = 0.0
+    for m in plain.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    opt_fast = fast.make_optimizer(1e-3, 0.0)
+    assert isinstance(opt_fast, FastAdamW) and plain.make_optimizer(1e-3, 0.0) is None
+    opt_plain = torch.optim.AdamW(plain.param_groups(1e-3, 0.0), lr=1e-3)
+    fast.train(), plain.train()
+    for step in range(3):  # new rows appear in later steps: the permutation and prefix grow
+        b = batch(padded=step == 1)
+        b["input_ids"] = (b["input_ids"] + 17 * step) % 96 + 4 * (b["attention_mask"] == 1)
+        norms = []
+        for model, opt in ((fast, opt_fast), (plain, opt_plain)):
+            model(**b).loss.backward()
+            norms.append(torch.nn.utils.clip_grad_norm_(list(model.parameters()), 0.05))  # clipping active
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        torch.testing.assert_close(norms[0], norms[1], atol=1e-6, rtol=1e-5)
+        assert norms[0] > 0.05
+    word = fast.encoder.word
+    assert 0 < word.n_active < 100 and word.table.grad is not None and not word.table.grad.any()
+    torch.testing.assert_close(word.row_weight(), plain.encoder.embeddings.word_embeddings.weight.detach(),
+                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(fast.head.weight, plain.head.weight, atol=1e-6, rtol=0)
+    q = fast.encoder.layers[1].qkv.weight[:32]
+    torch.testing.assert_close(q, plain.encoder.encoder.layer[1].attention.self.query.weight, atol=1e-6, rtol=0)
+    # the optimizer's state goes through a checkpoint (weights_only) and back
+    state = copy.deepcopy(opt_fast.state_dict())
+    again = fast.make_optimizer(1e-3, 0.0)
+    again.load_state_dict(state)
+    assert float(again.state_dict()["state"][0]["step"]) == 3
+
+
+def test_weight_decay_falls_back_to_adamw(tiny):
+    assert make(tiny, True).make_optimizer(1e-2, 0.01) is None
+
+
+def test_sparse_embedding_permutation_is_consistent():
+    weight = torch.randn(10, 4)
+    emb = SparseRowEmbedding(weight)
+    for ids in ([[7, 2, 7]], [[2, 9, 0]], [[5, 6, 7, 8]]):
+        out = emb(torch.tensor(ids))
+        torch.testing.assert_close(out, weight[torch.tensor(ids)])
+        assert sorted(emb.row_of_slot.tolist()) == list(range(10))
+        assert (emb.slot_of_row[emb.row_of_slot] == torch.arange(10)).all()
+    assert emb.n_active == 7
+    torch.testing.assert_close(emb.row_weight(), weight)
+
+
+def test_save_load_round_trip(tiny, tmp_path):
+    model = make(tiny, True)
+    opt = model.make_optimizer(1e-3, 0.0)
+    model.train()
+    model(**batch(True)).loss.backward()
+    opt.step()
+    model.eval()
+    model.save(tmp_path / "m")
+    loaded = BertModel.load(tmp_path / "m").eval()
+    assert isinstance(loaded.encoder, FastBertEncoder)
+    b = batch(True)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**b).logits, model(**b).logits)
+    assert loaded.predict(b) == model.predict(b)
