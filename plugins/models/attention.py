@@ -7,8 +7,6 @@ returned with each prediction so reports can show what the model looked at.
 
 from __future__ import annotations
 
-import json
-
 import torch
 import torch.nn.functional as F
 from nlpkit_plugins.models.recurrent import BiLSTMEncoder, RecurrentModel, RecurrentOptions
@@ -40,26 +38,8 @@ class AttentionModel(RecurrentModel):
     name = "attention"
     Options = AttentionOptions
     serves = ("classification", "tagging", "seq2seq")
-
-    @classmethod
-    def create(cls, spec, options, train):
-        if spec.kind == "seq2seq" and cls is AttentionModel:
-            from nlpkit_plugins.models.seq2seq import AttentionSeq2Seq
-            return AttentionSeq2Seq.create(spec, options, train)
-        if spec.kind == "tagging" and cls is AttentionModel:
-            from nlpkit_plugins.models.tagging import AttentionTagger
-            return AttentionTagger.create(spec, options, train)
-        return super().create(spec, options, train)
-
-    @classmethod
-    def load(cls, folder):
-        if cls is AttentionModel and json.loads((folder / "config.json").read_text())["spec"]["kind"] == "seq2seq":
-            from nlpkit_plugins.models.seq2seq import AttentionSeq2Seq
-            return AttentionSeq2Seq.load(folder, cls.Options)
-        if cls is AttentionModel and json.loads((folder / "config.json").read_text())["spec"]["kind"] == "tagging":
-            from nlpkit_plugins.models.tagging import AttentionTagger
-            return AttentionTagger.load(folder)
-        return super().load(folder)
+    per_kind = {"tagging": "nlpkit_plugins.models.tagging:AttentionTagger",
+                "seq2seq": "nlpkit_plugins.models.seq2seq:AttentionSeq2Seq"}
 
     def build(self) -> None:
         self.encoder = BiLSTMEncoder(self.tokenizer.get_vocab_size(), self.options)

@@ -6,8 +6,6 @@ squeezed into the final state, which is what attention (``attention.py``) improv
 
 from __future__ import annotations
 
-import json
-
 import torch
 import torch.nn.functional as F
 from nlpkit_plugins.models.recurrent import BiLSTMEncoder, RecurrentModel
@@ -20,26 +18,8 @@ from nlpkit.contract import Output
 class LSTMModel(RecurrentModel):
     name = "lstm"
     serves = ("classification", "tagging", "seq2seq")
-
-    @classmethod
-    def create(cls, spec, options, train):
-        if spec.kind == "seq2seq" and cls is LSTMModel:
-            from nlpkit_plugins.models.seq2seq import PlainSeq2Seq
-            return PlainSeq2Seq.create(spec, options, train)
-        if spec.kind == "tagging" and cls is LSTMModel:
-            from nlpkit_plugins.models.tagging import BiLSTMTagger
-            return BiLSTMTagger.create(spec, options, train)
-        return super().create(spec, options, train)
-
-    @classmethod
-    def load(cls, folder):
-        if cls is LSTMModel and json.loads((folder / "config.json").read_text())["spec"]["kind"] == "seq2seq":
-            from nlpkit_plugins.models.seq2seq import PlainSeq2Seq
-            return PlainSeq2Seq.load(folder, cls.Options)
-        if cls is LSTMModel and json.loads((folder / "config.json").read_text())["spec"]["kind"] == "tagging":
-            from nlpkit_plugins.models.tagging import BiLSTMTagger
-            return BiLSTMTagger.load(folder)
-        return super().load(folder)
+    per_kind = {"tagging": "nlpkit_plugins.models.tagging:BiLSTMTagger",
+                "seq2seq": "nlpkit_plugins.models.seq2seq:PlainSeq2Seq"}
 
     def build(self) -> None:
         self.encoder = BiLSTMEncoder(self.tokenizer.get_vocab_size(), self.options)

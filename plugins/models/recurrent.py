@@ -6,9 +6,10 @@ Not a plugin itself: ``lstm.py`` and ``attention.py`` subclass :class:`Recurrent
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from nlpkit_plugins.models.seq2seq import Seq2SeqFields
@@ -64,6 +65,17 @@ class RecurrentModel(Model):
 
     serves = ("classification",)
     Options = RecurrentOptions
+    # The registered plugin builds its classifier itself and hands other task kinds to the class named here
+    # ("module:Class", imported only when a run needs it). Looked up on the plugin class only, not subclasses.
+    per_kind: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def kind_class(cls, kind: str) -> type[Model] | None:
+        target = cls.__dict__.get("per_kind", {}).get(kind)
+        if target is None:
+            return None
+        module, _, name = target.partition(":")
+        return getattr(importlib.import_module(module), name)
 
     def __init__(self, spec: TaskSpec, options: RecurrentOptions, tokenizer: Tokenizer):
         super().__init__(spec, options)
@@ -75,7 +87,10 @@ class RecurrentModel(Model):
         raise NotImplementedError
 
     @classmethod
-    def create(cls, spec: TaskSpec, options: RecurrentOptions, train: list[dict]) -> RecurrentModel:
+    def create(cls, spec: TaskSpec, options: RecurrentOptions, train: list[dict]) -> Model:
+        impl = cls.kind_class(spec.kind)
+        if impl is not None:
+            return impl.create(spec, options, train)
         texts = (ex["text"] for ex in train)
         tok = train_subword_tokenizer(texts, options.vocab_size, options.tokenizer, options.lowercase)
         return cls(spec, options, tok)
@@ -89,9 +104,12 @@ class RecurrentModel(Model):
         save_model(self, str(folder / "model.safetensors"))
 
     @classmethod
-    def load(cls, folder: Path) -> RecurrentModel:
+    def load(cls, folder: Path, options_cls: type[RecurrentOptions] | None = None) -> Model:
         config = json.loads((folder / "config.json").read_text())
-        model = cls(TaskSpec(**config["spec"]), cls.Options(**config["options"]),
+        impl = cls.kind_class(config["spec"]["kind"])
+        if impl is not None:
+            return impl.load(folder, cls.Options)
+        model = cls(TaskSpec(**config["spec"]), (options_cls or cls.Options)(**config["options"]),
                     Tokenizer.from_file(str(folder / "tokenizer.json")))
         load_model(model, str(folder / "model.safetensors"))
         return model
