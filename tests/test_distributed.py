@@ -96,8 +96,7 @@ def runs(tmp_path_factory):
     share_initial_model(recipe, [root / "two" / "runs", root / "one" / "runs"])
     out = root / "two"
     ddp = subprocess.Popen([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                            str(driver), str(out), str(out / "runs"), "run", str(recipe), "--set",
-                            f"output={out / 'runs'}"], env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            str(driver), str(out), str(out / "runs"), "run", str(recipe), "--set", f"output={out / 'runs'}", "--set", f"reports={out / 'runs'}/reports"], env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True)
     try:
         single = run_in_process(recipe, root / "one")
@@ -129,7 +128,7 @@ def run_in_process(recipe, out):
         patch.setattr(engine, "train", train_and_keep_weights)
         torch.set_num_threads(1)
         try:
-            result = CliRunner().invoke(main, ["run", str(recipe), "--set", f"output={out / 'runs'}"])
+            result = CliRunner().invoke(main, ["run", str(recipe), "--set", f"output={out / 'runs'}", "--set", f"reports={out / 'runs'}/reports"])
         finally:
             torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output

@@ -46,7 +46,7 @@ def reference(tmp_path_factory, one_thread):
     root = tmp_path_factory.mktemp("resume")
     recipe = write_recipe(root, RECIPE)
     share_initial_model(recipe, [root / v for v in VARIANTS])
-    result = CliRunner().invoke(main, ["run", str(recipe), "--set", f"output={root / 'reference'}"])
+    result = CliRunner().invoke(main, ["run", str(recipe), "--set", f"output={root / 'reference'}", "--set", f"reports={root / 'reference'}/reports"])
     assert result.exit_code == 0, result.output
     folder = run_folder(root / "reference")
     assert not (folder / "checkpoints").exists(), "a finished run keeps no checkpoints"
@@ -54,7 +54,7 @@ def reference(tmp_path_factory, one_thread):
 
 
 def run(recipe, output):
-    return CliRunner().invoke(main, ["run", str(recipe), "--set", f"output={output}"])
+    return CliRunner().invoke(main, ["run", str(recipe), "--set", f"output={output}", "--set", f"reports={output}/reports"])
 
 
 def stop_at(monkeypatch, step: int) -> None:
@@ -74,7 +74,7 @@ def test_sigkill_at_a_random_step_then_rerun_ends_like_the_uninterrupted_run(ref
     step = random.randint(1, expected["steps"] - 1)
     output = root / "sigkill"
     killed = subprocess.run([PYTHON, "-c", SIGNAL_AT_STEP, str(step), str(int(signal.SIGKILL)), "run", str(recipe),
-                             "--set", f"output={output}"], env=env(), capture_output=True, text=True, timeout=300)
+                             "--set", f"output={output}", "--set", f"reports={output}/reports"], env=env(), capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, f"killed at step {step}: {killed.stderr[-2000:]}"
     folder = run_folder(output)
     assert not (folder / "results.json").exists()
@@ -177,9 +177,8 @@ def test_restart_ignores_the_checkpoints_of_an_unfinished_run(reference, monkeyp
     stop_at(monkeypatch, 6)
     assert run(recipe, output).exit_code == 128 + signal.SIGTERM
     monkeypatch.undo()
-    assert "[resumes at step 6]" in CliRunner().invoke(main, ["run", str(recipe), "--dry-run", "--set",
-                                                              f"output={output}"]).output
-    again = CliRunner().invoke(main, ["run", str(recipe), "--restart", "--set", f"output={output}"])
+    assert "[resumes at step 6]" in CliRunner().invoke(main, ["run", str(recipe), "--dry-run", "--set", f"output={output}", "--set", f"reports={output}/reports"]).output
+    again = CliRunner().invoke(main, ["run", str(recipe), "--restart", "--set", f"output={output}", "--set", f"reports={output}/reports"])
     assert again.exit_code == 0, again.output
     assert "resuming" not in again.output
     assert json.loads((folder / "results.json").read_text())["resumed_from_step"] == 0
