@@ -133,8 +133,17 @@ def render(plan: Plan) -> dict[str, str]:
     return files
 
 
+def plugin_name(name: str) -> str:
+    """The package name people type ('nlpkit-cnn') names the plugin 'cnn'; hyphens become underscores."""
+    for prefix in ("nlpkit-", "nlpkit_"):
+        if name.startswith(prefix) and len(name) > len(prefix):
+            name = name[len(prefix):]
+    return name.replace("-", "_")
+
+
 def new_plugin(name: str, kind: str, out: str | Path | None = None) -> tuple[Path, list[Path]]:
     """Validate the name, render the package into ``out`` (default ./nlpkit-<name>); return folder and files."""
+    name = plugin_name(name)
     validate_name(name, kind)
     plan = Plan(name, kind, Path(out) if out else Path(f"nlpkit-{name.replace('_', '-')}"))
     if plan.folder.exists() and any(plan.folder.iterdir()):

@@ -153,3 +153,10 @@ def test_refuses_a_non_empty_folder_and_prints_errors_cleanly(tmp_path):
     result = CliRunner().invoke(main, ["new-plugin", "bad-name", "--kind", "model", "-o", str(tmp_path / "n")])
     assert result.exit_code == 2 and "Error: 'bad-name' is not a valid plugin name" in result.output
     assert not (tmp_path / "n").exists()
+
+
+def test_package_style_name_names_the_plugin(tmp_path):
+    """`nlpkit new-plugin nlpkit-cnn` (the distribution's name) makes the plugin 'cnn' in package nlpkit-cnn."""
+    folder, _ = new_plugin("nlpkit-cnn", "model", tmp_path / "pkg")
+    pyproject = (folder / "pyproject.toml").read_text()
+    assert 'name = "nlpkit-cnn"' in pyproject and 'cnn = "nlpkit_cnn"' in pyproject
