@@ -23,6 +23,7 @@ Gold fields may be missing in examples given to ``encode`` at prediction time.
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -75,6 +76,17 @@ class Model(nn.Module):
     why_not: ClassVar[dict[str, str]] = {}  # task kind -> reason it is not served, for error messages
     Options: ClassVar[type[Options]] = Options
     prefers_fp32_on_cpu: ClassVar[bool] = False  # e.g. step-by-step recurrent decoders: bf16 is slower there
+    # A plugin may hand task kinds to other classes ("module:Class", imported only when a run needs it);
+    # its create()/load() ask kind_class() first. Read from the plugin class itself, not its subclasses.
+    per_kind: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def kind_class(cls, kind: str) -> type[Model] | None:
+        target = cls.__dict__.get("per_kind", {}).get(kind)
+        if target is None:
+            return None
+        module, _, name = target.partition(":")
+        return getattr(importlib.import_module(module), name)
 
     def __init__(self, spec: TaskSpec, options: Options):
         super().__init__()

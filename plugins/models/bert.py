@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from nlpkit_plugins.models.fast_bert import FastAdamW, FastBertEncoder
-from nlpkit_plugins.models.seq2seq_bert import BertSeq2Seq, BertSeq2SeqFields
+from nlpkit_plugins.models.seq2seq_bert import BertSeq2SeqFields
 from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -53,6 +53,8 @@ class BertModel(Model):
     name = "bert"
     serves = ("classification", "tagging", "seq2seq")
     Options = BertOptions
+    per_kind = {"tagging": "nlpkit_plugins.models.tagging:BertTagger",
+                "seq2seq": "nlpkit_plugins.models.seq2seq_bert:BertSeq2Seq"}
 
     def __init__(self, spec: TaskSpec, options: BertOptions, encoder: nn.Module, tokenizer: Any):
         super().__init__(spec, options)
@@ -66,11 +68,9 @@ class BertModel(Model):
 
     @classmethod
     def create(cls, spec: TaskSpec, options: BertOptions, train: list[dict]) -> BertModel:
-        if spec.kind == "seq2seq" and cls is BertModel:
-            return BertSeq2Seq.create(spec, options, train)
-        if spec.kind == "tagging" and cls is BertModel:
-            from nlpkit_plugins.models.tagging import BertTagger
-            return BertTagger.create(spec, options, train)
+        impl = cls.kind_class(spec.kind)
+        if impl is not None:
+            return impl.create(spec, options, train)
         source = resolve_pretrained(options.pretrained)
         hf_logging.set_verbosity_error()  # the unused pooler weights are expected, not news
         pooler = options.pooling == "pooler"
@@ -113,15 +113,13 @@ class BertModel(Model):
         save_model(self, str(folder / "model.safetensors"))
 
     @classmethod
-    def load(cls, folder: Path) -> BertModel:
+    def load(cls, folder: Path, options_cls: type[BertOptions] | None = None) -> Model:
         config = json.loads((folder / "config.json").read_text())
-        if cls is BertModel and config["spec"]["kind"] == "seq2seq":
-            return BertSeq2Seq.load(folder, cls.Options)
-        if cls is BertModel and config["spec"]["kind"] == "tagging":
-            from nlpkit_plugins.models.tagging import BertTagger
-            return BertTagger.load(folder)
+        impl = cls.kind_class(config["spec"]["kind"])
+        if impl is not None:
+            return impl.load(folder, cls.Options)
         encoder_config = AutoConfig.from_pretrained(folder / "encoder")
-        options = cls.Options(**config["options"])
+        options = (options_cls or cls.Options)(**config["options"])
         pooler = options.pooling == "pooler"
         if config.get("fast_encoder"):
             encoder = FastBertEncoder(encoder_config, pooler)

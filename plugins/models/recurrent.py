@@ -6,10 +6,9 @@ Not a plugin itself: ``lstm.py`` and ``attention.py`` subclass :class:`Recurrent
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from nlpkit_plugins.models.seq2seq import Seq2SeqFields
@@ -65,18 +64,6 @@ class RecurrentModel(Model):
 
     serves = ("classification",)
     Options = RecurrentOptions
-    # The registered plugin builds its classifier itself and hands other task kinds to the class named here
-    # ("module:Class", imported only when a run needs it). Looked up on the plugin class only, not subclasses.
-    per_kind: ClassVar[dict[str, str]] = {}
-
-    @classmethod
-    def kind_class(cls, kind: str) -> type[Model] | None:
-        target = cls.__dict__.get("per_kind", {}).get(kind)
-        if target is None:
-            return None
-        module, _, name = target.partition(":")
-        return getattr(importlib.import_module(module), name)
-
     def __init__(self, spec: TaskSpec, options: RecurrentOptions, tokenizer: Tokenizer):
         super().__init__(spec, options)
         self.tokenizer = tokenizer
