@@ -134,11 +134,9 @@ def render(plan: Plan) -> dict[str, str]:
 
 
 def plugin_name(name: str) -> str:
-    """The package name people type ('nlpkit-cnn') names the plugin 'cnn'; hyphens become underscores."""
-    for prefix in ("nlpkit-", "nlpkit_"):
-        if name.startswith(prefix) and len(name) > len(prefix):
-            name = name[len(prefix):]
-    return name.replace("-", "_")
+    """A package name ('nlpkit-cnn', as people type it) names the plugin 'cnn'; other names are taken as given."""
+    prefix = "nlpkit-"
+    return name[len(prefix):].replace("-", "_") if name.startswith(prefix) and len(name) > len(prefix) else name
 
 
 def new_plugin(name: str, kind: str, out: str | Path | None = None) -> tuple[Path, list[Path]]:
