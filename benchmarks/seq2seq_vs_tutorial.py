@@ -238,6 +238,7 @@ def run_nlpkit(minutes: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="training wall time per side")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"), help="where the results go")
     parser.add_argument("--only", choices=["tutorial", "nlpkit"], help="run one side in this process (internal)")
     args = parser.parse_args()
     if args.only:
@@ -250,10 +251,23 @@ def main() -> None:
                              capture_output=True, text=True, check=True).stdout
         results.append(json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]))
         print(json.dumps(results[-1]), flush=True)
-    speedup = results[1]["target_tokens_per_s"] / max(results[0]["target_tokens_per_s"], 1e-9)
-    print(f"nlpkit / tutorial target tokens/s: {speedup:.1f}x; BLEU after {args.minutes} min: "
-          f"{results[1]['bleu']:.1f} vs {results[0]['bleu']:.1f}")
+    from nlpkit.hardware import cpu_name
 
+    speedup = results[1]["target_tokens_per_s"] / max(results[0]["target_tokens_per_s"], 1e-9)
+    lines = [f"CPU: {cpu_name()}; {args.minutes} min of training per side, one after the other; greedy test2016 BLEU",
+             "", "| way | parameters | target tokens/s | padding | epochs | BLEU | peak RSS MB |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['way']} | {r['parameters']:,} | {r['target_tokens_per_s']:.0f} | {r['padding_share']:.1%} | "
+              f"{r['epochs'] or 0:.2f} | {r['bleu']:.1f} | {r['peak_rss_mb']:.0f} |" for r in results]
+    lines.append(f"\nnlpkit / tutorial target tokens/s: {speedup:.1f}x; BLEU after {args.minutes} min: "
+                 f"{results[1]['bleu']:.1f} vs {results[0]['bleu']:.1f}")
+    print("\n".join(lines))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "seq2seq_vs_tutorial.md").write_text("\n".join(lines) + "\n")
+    (out / "seq2seq_vs_tutorial.json").write_text(json.dumps(
+        {"cpu": cpu_name(), "minutes": args.minutes, "results": results, "speedup": speedup,
+         "when": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2))
 
 if __name__ == "__main__":
     main()

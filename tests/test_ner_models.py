@@ -65,6 +65,22 @@ def test_long_sentence_is_windowed_and_every_word_predicted_once(tiny_bert_folde
     assert torch.isfinite(loss)
 
 
+def test_uncased_tokenizer_gets_word_shapes_back(tiny_bert_folder):
+    from nlpkit_plugins.models.tagging import word_shape
+
+    assert [word_shape(w) for w in ["the", "Paris", "A", "EU", "U.S.", "McDonald", "1996", "--"]] == [1, 2, 2, 3, 3, 4,
+                                                                                                    5, 6]
+    model = bert_tagger(tiny_bert_folder, max_length=64)
+    assert model.tokenizer.do_lower_case and model.shapes is not None  # MiniLM lowercases: the shapes are on
+    lower, title = (model.encode({"tokens": [w, "met", "x"]}) for w in ("paris", "Paris"))
+    assert lower["windows"] == title["windows"]  # the tokenizer alone cannot tell them apart
+    assert lower["shapes"] != title["shapes"]
+    model.eval()
+    assert all(len(model.predict(model.collate([f]))[0]["prediction"]) == 3 for f in (lower, title))
+    logits = [model(**model.collate([f])).logits for f in (lower, title)]
+    assert not torch.allclose(logits[0], logits[1])  # ... and the head sees the difference
+
+
 NAMES = ["Angela Merkel", "Emmanuel Macron", "Boris Johnson", "Peter Blackburn", "Maria Lopez", "John Smith"]
 CITIES = ["Paris", "Berlin", "London", "Madrid", "Rome", "Vienna"]
 VERBS = ["met", "called", "visited", "thanked"]

@@ -12,6 +12,9 @@ spec's kind is ``tagging``; they inherit the plugins' options, saving and loadin
 * :class:`BertTagger` (``bert``): token classification over WordPiece sub-tokens. The first sub-token of each
   word carries the word's label; the rest are ignored in the loss. A sentence longer than the window is split
   into overlapping windows; each word is predicted by the one window where it sits furthest from an edge.
+  An uncased tokenizer (MiniLM's) throws capitalisation away, the strongest single cue for English names, so
+  the tagger then gives its head each word's shape (lower, Title, UPPER, mixed, digits, other) as a small
+  learned embedding beside the encoder's state.
 """
 
 from __future__ import annotations
@@ -34,6 +37,18 @@ from nlpkit.text import PAD, UNK, train_word_vocab
 IGNORE = -100  # label of positions that carry no word's tag (cross_entropy's ignore_index)
 MAX_WORD_BYTES = 24  # characters the char CNN reads per word (prefix); longer words are rare and keep their end
 DIGITS = str.maketrans("0123456789", "0000000000")
+
+
+def word_shape(word: str) -> int:
+    """1 lower, 2 Title, 3 UPPER, 4 mIxEd, 5 no letters but digits, 6 anything else (0: no word)."""
+    letters = [c for c in word if c.isalpha()]
+    if not letters:
+        return 5 if any(c.isdigit() for c in word) else 6
+    if all(c.islower() for c in letters):
+        return 1
+    if letters[0].isupper() and all(c.islower() for c in letters[1:]):
+        return 2
+    return 3 if all(c.isupper() for c in letters) else 4
 
 
 def word_key(word: str) -> str:
@@ -204,6 +219,10 @@ class BertTagger(BertModel):
         if options.stride >= options.max_length - 2:
             raise ValueError(f"bert: stride ({options.stride}) must be smaller than max_length - 2")
         self.decoder = iob2_decoder(spec.labels)
+        self.shapes = None  # word shapes, for tokenizers that lowercase (see the module docstring)
+        if getattr(tokenizer, "do_lower_case", False):
+            self.shapes = nn.Embedding(7, 32, padding_idx=0)
+            self.head = nn.Linear(encoder.config.hidden_size + 32, len(spec.labels))
 
     # --- data ----------------------------------------------------------------------------
     def pieces(self, words: list[str]) -> list[list[int]]:
@@ -237,27 +256,31 @@ class BertTagger(BertModel):
             pos += len(p)
         tags = example.get("tags") or [IGNORE] * len(words)
         label_at = dict(zip(firsts, tags))
+        shape_of = [word_shape(w) for w, p in zip(words, pieces) for _ in p]  # per sub-token: its word's shape
         cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
-        windows, labels, owned = [], [], []
+        windows, labels, owned, shapes = [], [], [], []
         for s, e, own_from, own_to in self.windows(len(flat)):
             windows.append([cls_id, *flat[s:e], sep_id])
+            shapes.append([0, *shape_of[s:e], 0])
             mine = [p for p in range(s, e) if own_from <= p < own_to and p in label_at]
             row = [IGNORE] * (e - s + 2)
             for p in mine:
                 row[p - s + 1] = label_at[p]
             labels.append(row)
             owned.append([p - s + 1 for p in mine])
-        return {"windows": windows, "labels": labels, "owned": owned, "n_words": len(words),
+        return {"windows": windows, "labels": labels, "owned": owned, "shapes": shapes, "n_words": len(words),
                 "length": sum(len(w) for w in windows)}
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        rows = [(w, lab) for f in features for w, lab in zip(f["windows"], f["labels"])]
-        longest = max(len(w) for w, _ in rows)
+        rows = [(w, lab, sh) for f in features for w, lab, sh in zip(f["windows"], f["labels"], f["shapes"])]
+        longest = max(len(w) for w, _, _ in rows)
         ids = torch.full((len(rows), longest), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), longest), dtype=torch.long)
         labels = torch.full((len(rows), longest), IGNORE, dtype=torch.long)
-        for i, (w, lab) in enumerate(rows):
+        shapes = torch.zeros((len(rows), longest), dtype=torch.long)
+        for i, (w, lab, sh) in enumerate(rows):
             ids[i, : len(w)], mask[i, : len(w)], labels[i, : len(w)] = torch.tensor(w), 1, torch.tensor(lab)
+            shapes[i, : len(w)] = torch.tensor(sh)
         # where each example's words sit: (row, position) pairs in word order, padded to the longest sentence
         n_words = max(f["n_words"] for f in features)
         word_row = torch.zeros((len(features), n_words), dtype=torch.long)
@@ -269,13 +292,16 @@ class BertTagger(BertModel):
                 word_row[i, : len(places)] = torch.tensor([r for r, _ in places])
                 word_pos[i, : len(places)] = torch.tensor([p for _, p in places])
             row += len(f["windows"])
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels, "word_row": word_row,
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels, "shapes": shapes, "word_row": word_row,
                 "word_pos": word_pos, "n_words": torch.tensor([f["n_words"] for f in features])}
 
     # --- computation ---------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
-                **_: torch.Tensor) -> Output:
+                shapes: torch.Tensor | None = None, **_: torch.Tensor) -> Output:
         states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.shapes is not None:
+            shapes = shapes if shapes is not None else torch.zeros_like(input_ids)
+            states = torch.cat([states, self.shapes(shapes).to(states.dtype)], -1)
         logits = self.head(self.dropout(states))
         loss = None
         if labels is not None:
@@ -284,7 +310,8 @@ class BertTagger(BertModel):
 
     @torch.no_grad()
     def predict(self, batch: dict[str, torch.Tensor]) -> list[dict]:
-        logits = self(batch["input_ids"], batch["attention_mask"]).logits.float().log_softmax(-1)
+        logits = self(batch["input_ids"], batch["attention_mask"], shapes=batch.get("shapes")).logits
+        logits = logits.float().log_softmax(-1)
         words = logits[batch["word_row"], batch["word_pos"]]  # (examples, words, tags)
         n = batch["n_words"].to(words.device)
         mask = torch.arange(words.shape[1], device=words.device)[None, :] < n[:, None]
