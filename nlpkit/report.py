@@ -21,7 +21,7 @@ import pandas as pd
 from nlpkit import report_figures as figs
 from nlpkit.errors import NlpkitError
 from nlpkit.report_render import Block, markdown_table, render_html, render_markdown
-from nlpkit.report_runs import Run, by_model, discover_runs, load_runs, normalize, predictions
+from nlpkit.report_runs import Run, by_model, discover_runs, load_runs, normalize
 from nlpkit.report_stats import ALPHA, format_p, significance
 from nlpkit.report_tables import (
     COST_TABLE,
@@ -93,15 +93,10 @@ def _figures(kind: str, title: str, prefix: str, frame: pd.DataFrame, runs_by_mo
 
 def _bleu_by_length(title: str, prefix: str, runs_by_model: dict[str, list[Run]], fig_dir: Path) -> list[Block]:
     """Corpus BLEU per source-length bucket: a figure and the table of its numbers."""
-    by_length = figs.bleu_by_length(runs_by_model)
+    by_length, counts = figs.bleu_by_length(runs_by_model)
     if not by_length:
         return []
-    counts: dict[str, int] = {}
-    for p in predictions(next(iter(runs_by_model.values()))[0]):
-        bucket = figs.length_bucket(len(str(p.get("source", "")).split()))
-        counts[bucket] = counts.get(bucket, 0) + 1
-    buckets = sorted((b for b in counts if any(b in v for v in by_length.values())),
-                     key=lambda b: int(b.split("-")[0].rstrip("+")))
+    buckets = [b for b in counts if any(b in v for v in by_length.values())]
     rows = [[m, *(f"{np.mean(v[b]):.2f}" if b in v else "–" for b in buckets)] for m, v in by_length.items()]
     path = figs.bleu_by_length_figure(by_length, counts, title, fig_dir / f"{prefix}_bleu_by_length.png")
     caption = "Corpus BLEU per source-length bucket (mean over seeds; error bars: min-max over seeds)"

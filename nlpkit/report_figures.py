@@ -23,8 +23,10 @@ from matplotlib.figure import Figure
 from nlpkit.report_runs import Run, predictions, read_jsonl
 
 DPI = 100
-# Source-length buckets (in whitespace tokens) for BLEU by length, as in Bahdanau et al. (2015), Fig. 2.
-LENGTH_EDGES = (10, 20, 30, 40, 50)
+# Source-length buckets (upper edges, whitespace tokens) for BLEU by length, as in Bahdanau et al. (2015), Fig. 2;
+# the open-ended top bucket starts low enough to hold MIN_BUCKET sentences (BLEU on a handful is noise).
+LENGTH_EDGES = (10, 15, 20, 30, 40, 50)
+MIN_BUCKET = 30
 
 
 def slug(*parts: str) -> str:
@@ -197,46 +199,61 @@ def per_type_f1(stats: Stats, title: str, path: Path) -> Path | None:
                          ylim=(0, 1.05))
 
 
-def length_bucket(n_tokens: int) -> str:
+def length_edges(lengths: list[int]) -> tuple[int, ...]:
+    """LENGTH_EDGES, cut so that the open-ended top bucket holds at least MIN_BUCKET of these sentences."""
+    edges = list(LENGTH_EDGES)
+    while len(edges) > 1 and sum(n > edges[-1] for n in lengths) < MIN_BUCKET:
+        edges.pop()
+    return tuple(edges)
+
+
+def length_bucket(n_tokens: int, edges: tuple[int, ...] = LENGTH_EDGES) -> str:
     """The bucket label of a source sentence of ``n_tokens`` whitespace tokens ("1-10", ..., "51+")."""
     low = 0
-    for edge in LENGTH_EDGES:
+    for edge in edges:
         if n_tokens <= edge:
             return f"{low + 1}-{edge}"
         low = edge
     return f"{low + 1}+"
 
 
-def bleu_by_length(runs_by_model: dict[str, list[Run]]) -> dict[str, dict[str, list[float]]]:
-    """Corpus BLEU (sacrebleu, detokenized text) per source-length bucket: model -> bucket -> [BLEU per seed].
+def bleu_by_length(runs_by_model: dict[str, list[Run]]) -> tuple[dict[str, dict[str, list[float]]], dict[str, int]]:
+    """Corpus BLEU (sacrebleu, detokenized text) per source-length bucket: model -> bucket -> [BLEU per seed],
+    and the number of test sentences per bucket (in bucket order).
 
     BLEU is a corpus statistic, so it is recomputed on each bucket's sentences rather than averaging
     sentence scores.
     """
     import sacrebleu
 
-    order = [length_bucket(e) for e in LENGTH_EDGES] + [length_bucket(LENGTH_EDGES[-1] + 1)]
+    def n_words(p: dict) -> int:
+        return len(str(p.get("source", "")).split())
+
+    first = [n_words(p) for p in predictions(next(iter(runs_by_model.values()))[0]) if "hypothesis" in p]
+    edges = length_edges(first)
+    order = [length_bucket(e, edges) for e in edges] + [length_bucket(edges[-1] + 1, edges)]
+    counts = {b: n for b in order if (n := sum(length_bucket(k, edges) == b for k in first))}
     table: dict[str, dict[str, list[float]]] = {}
     for model, runs in runs_by_model.items():
         for run in runs:
             buckets: dict[str, tuple[list[str], list[str]]] = {}
             for p in predictions(run):
                 if "hypothesis" in p and "reference" in p:
-                    hyps, refs = buckets.setdefault(length_bucket(len(str(p.get("source", "")).split())), ([], []))
+                    hyps, refs = buckets.setdefault(length_bucket(n_words(p), edges), ([], []))
                     hyps.append(str(p["hypothesis"]))
                     refs.append(str(p["reference"]))
             for bucket in sorted(buckets, key=order.index):
                 hyps, refs = buckets[bucket]
                 score = sacrebleu.corpus_bleu(hyps, [refs]).score
                 table.setdefault(model, {}).setdefault(bucket, []).append(score)
-    return table
+    return table, counts
 
 
 def bleu_by_length_figure(table: dict[str, dict[str, list[float]]], counts: dict[str, int], title: str,
                           path: Path) -> Path | None:
-    """BLEU against source-length bucket, a line per model (mean over seeds, error bars: min-max)."""
-    order = [length_bucket(e) for e in LENGTH_EDGES] + [length_bucket(LENGTH_EDGES[-1] + 1)]
-    buckets = [b for b in order if any(b in per_model for per_model in table.values())]
+    """BLEU against source-length bucket, a line per model (mean over seeds, error bars: min-max); ``counts``
+    gives the buckets in order."""
+    buckets = [b for b in counts if any(b in per_model for per_model in table.values())]
     if not buckets:
         return None
     fig = Figure(figsize=(7, 4.2), layout="constrained")

@@ -299,3 +299,13 @@ def test_html_renders_in_headless_chromium(tmp_path: Path) -> None:
     pixels = imread(shot)
     assert pixels.shape[:2] == (2000, 1280)
     assert pixels[..., :3].std() > 0.05  # not a blank page: text, tables and figures drew
+
+
+def test_length_buckets_merge_a_sparse_top_bucket():
+    from nlpkit.report_figures import MIN_BUCKET, length_bucket, length_edges
+
+    lengths = [5] * 400 + [12] * 400 + [18] * 100 + [25] * (MIN_BUCKET - 2) + [35] * 2  # Multi30k-like
+    edges = length_edges(lengths)
+    assert edges == (10, 15, 20)  # 21-30 and 31-40 would hold 28 and 2 sentences: one "21+" bucket of 30
+    assert [length_bucket(n, edges) for n in (1, 12, 20, 21, 99)] == ["1-10", "11-15", "16-20", "21+", "21+"]
+    assert length_edges([60] * MIN_BUCKET) == (10, 15, 20, 30, 40, 50)  # long sentences keep the fine buckets
