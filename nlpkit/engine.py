@@ -13,9 +13,11 @@ import platform
 import sys
 from contextlib import nullcontext
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from accelerate.utils import set_seed
 
 from nlpkit import checkpoint, data
@@ -54,6 +56,34 @@ def versions() -> dict[str, str]:
     return out
 
 
+# Settings that do not change what a run computes: a run may resume with other values.
+COSMETIC = {"train.progress", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints"}
+
+
+def refuse_changed_settings(folder: Path, spec: RunSpec) -> None:
+    """An unfinished run resumes only with the settings it was started with: resuming its checkpoint under
+    others would give results that belong to neither."""
+    saved = folder / "recipe.yaml"
+    if not saved.exists():
+        return
+    before, now = flatten(yaml.safe_load(saved.read_text())), flatten(yaml.safe_load(yaml.safe_dump(spec.to_dict())))
+    changed = sorted(k for k in (before.keys() | now.keys()) - COSMETIC if before.get(k) != now.get(k))
+    if changed:
+        shown = "; ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
+        raise NlpkitError(f"{folder}: this unfinished run was started with other settings ({shown}); resuming its "
+                          "checkpoint would mix them. Run with --restart to start it over (or restore the recipe).")
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 1}} -> {"train.lr": 1}"""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, sub in tree.items():
+        out |= flatten(sub, f"{prefix}.{key}" if prefix else str(key))
+    return out
+
+
 def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = None,
             restart: bool = False) -> dict[str, Any]:
     """Train and evaluate one run; write its folder; return its results. An unfinished run resumes from
@@ -80,6 +110,8 @@ def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = Non
         if main:
             if restart:
                 checkpoint.clear(checkpoints)
+            elif checkpoint.manifests(checkpoints):
+                refuse_changed_settings(folder, spec)
             write_yaml(folder / "recipe.yaml", spec.to_dict())
             write_json(folder / "task.json", task.state())
         model = start_model(model_cls, lambda: model_cls.create(task.spec, model_cls.Options(**spec.model_options),

@@ -185,3 +185,20 @@ def test_restart_ignores_the_checkpoints_of_an_unfinished_run(reference, monkeyp
     steps = [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()
              if '"train"' in line]
     assert steps == list(range(1, len(steps) + 1)), "the stopped attempt's log lines are gone"
+
+
+def test_an_unfinished_run_does_not_resume_under_other_settings(reference, monkeypatch):
+    root, recipe, _ = reference
+    output = root / "changed"
+    stop_at(monkeypatch, 6)
+    assert run(recipe, output).exit_code == 128 + signal.SIGTERM
+    monkeypatch.undo()
+    changed = CliRunner().invoke(main, ["run", str(recipe), "--set", "train.lr=0.02", "--set", f"output={output}",
+                                        "--set", f"reports={output}/reports"])
+    assert changed.exit_code != 0
+    assert "started with other settings (train.lr: 0.01 -> 0.02)" in changed.output and "--restart" in changed.output
+    assert ckpt.latest_step(run_folder(output) / "checkpoints") == 6  # nothing was lost
+    quiet = CliRunner().invoke(main, ["run", str(recipe), "--set", "train.log_every=2", "--set", f"output={output}",
+                                      "--set", f"reports={output}/reports"])
+    assert quiet.exit_code == 0, quiet.output  # logging is not a setting of the run: it resumes
+    assert "resuming from the checkpoint at step 6" in quiet.output
