@@ -45,7 +45,10 @@ class Interrupted(NlpkitError):
 
     def __init__(self, message: str, signum: int):
         super().__init__(message)
-        self.exit_code = 128 + signum
+        self.signum, self.exit_code = signum, 128 + signum
+
+    def __reduce__(self):  # crosses process boundaries intact (``--jobs`` workers)
+        return Interrupted, (str(self), self.signum)
 
 
 # --- files ------------------------------------------------------------------------------------

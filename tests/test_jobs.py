@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -87,3 +88,34 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
     assert f":{holder.pid}" in (tmp_path / ".lock").read_text(), "a killed holder leaves its lock file"
     with run_lock(tmp_path):  # stale: taken over
         assert (tmp_path / ".lock").read_text().endswith(f":{os.getpid()}")
+
+
+def test_sigterm_reaches_the_workers_and_no_queued_run_starts(tmp_path):
+    import time
+
+    recipe = tmp_path / "matrix.yaml"
+    recipe.write_text(RECIPE.format(out=tmp_path).replace("train_size: 64", "train_size: 4096")
+                      .replace("epochs: 1", "epochs: 20"))
+    proc = subprocess.Popen([sys.executable, "-m", "nlpkit", "run", str(recipe), "--jobs", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    runs = tmp_path / "runs" / "matrix"
+    deadline = time.time() + 120
+    while sum(p.stat().st_size > 0 for p in runs.glob("*/metrics.jsonl")) < 2 and time.time() < deadline:
+        time.sleep(0.2)  # until both workers are training
+    workers = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+               and f"PPid:\t{proc.pid}\n" in (p / "status").read_text(errors="ignore")
+               and b"spawn_main" in (p / "cmdline").read_bytes()]
+    assert len(workers) == 2
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, output
+    assert "Stopped by signal 15" in output
+    alive = [pid for pid in workers if os.path.exists(f"/proc/{pid}")
+             and "State:\tZ" not in open(f"/proc/{pid}/status").read()]
+    assert not alive, f"workers outlived nlpkit run: {alive}\n{output}"
+    started = sorted(p.parent.name for p in runs.glob("*/metrics.jsonl"))
+    assert len(started) == 2, f"only the two running runs may have started: {started}\n{output}"
+    assert output.count("not started: nlpkit run was stopped") == 2, output  # the queued two
+    for name in started:  # each wrote its checkpoint on the way out
+        assert list((runs / name / "checkpoints").glob("*.json")), output
