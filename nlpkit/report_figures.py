@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -232,7 +233,8 @@ def bleu_by_length(runs_by_model: dict[str, list[Run]]) -> tuple[dict[str, dict[
     first = [n_words(p) for p in predictions(next(iter(runs_by_model.values()))[0]) if "hypothesis" in p]
     edges = length_edges(first)
     order = [length_bucket(e, edges) for e in edges] + [length_bucket(edges[-1] + 1, edges)]
-    counts = {b: n for b in order if (n := sum(length_bucket(k, edges) == b for k in first))}
+    tally = Counter(length_bucket(k, edges) for k in first)
+    counts = {b: tally[b] for b in order if tally[b]}
     table: dict[str, dict[str, list[float]]] = {}
     for model, runs in runs_by_model.items():
         for run in runs:
