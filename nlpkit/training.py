@@ -243,7 +243,9 @@ def train(
                     value = metrics[task.main_metric]
                     if pos.best_metric is None or sign * value > sign * pos.best_metric:
                         pos.best_metric, pos.bad_evals = value, 0
-                        best_state = {k: v.detach().to("cpu", copy=True) for k, v in raw.state_dict().items()}
+                        # at the last step the live weights are the best ones: no copy (None = keep them)
+                        best_state = None if pos.step >= pos.total else {
+                            k: v.detach().to("cpu", copy=True) for k, v in raw.state_dict().items()}
                         result.best_step, result.best_validation = pos.step, metrics
                     else:
                         pos.bad_evals += 1
@@ -269,6 +271,8 @@ def train(
                 pos.epoch, pos.next_batch = pos.epoch + 1, 0
     progress.close()
     result.steps, result.epochs = pos.step, round(pos.step / updates_per_epoch, 4)
+    for p in raw.parameters():  # training is over: the evaluation passes after it need no gradient memory
+        p.grad = None
     if best_state is not None:
         raw.load_state_dict(best_state)
     return result
