@@ -226,6 +226,8 @@ def train(
                         scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     pos.step += 1
+                    if pos.step >= pos.total:  # the last update: the final evaluation needs no gradient memory
+                        _drop_gradients(raw)
                     progress.update(1)
                 result.train_seconds += time.perf_counter() - started
                 if not sync:
@@ -271,11 +273,17 @@ def train(
                 pos.epoch, pos.next_batch = pos.epoch + 1, 0
     progress.close()
     result.steps, result.epochs = pos.step, round(pos.step / updates_per_epoch, 4)
-    for p in raw.parameters():  # training is over: the evaluation passes after it need no gradient memory
-        p.grad = None
+    _drop_gradients(raw)  # also after an early stop
     if best_state is not None:
         raw.load_state_dict(best_state)
     return result
+
+
+def _drop_gradients(model: torch.nn.Module) -> None:
+    """Free every ``.grad`` (``zero_grad(set_to_none=True)`` keeps what an optimizer chooses to keep, such as
+    FastAdamW's sparse table gradient)."""
+    for p in model.parameters():
+        p.grad = None
 
 
 def _clip_gradients(accelerator: Accelerator, model: torch.nn.Module, optimizer: Any, max_norm: float) -> None:
