@@ -6,6 +6,8 @@ emulated and several times slower, so "auto" picks fp32 there.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import platform
 import resource
 import sys
@@ -68,6 +70,28 @@ def resolve_precision(choice: str, device: torch.device, prefers_fp32_on_cpu: bo
     if device.type == "cpu" and cpu_has_native_bf16() and not prefers_fp32_on_cpu:
         return "bf16"
     return "fp32"
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+
+
+@lru_cache
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed buffers for the next step instead of handing them back to the OS.
+
+    A training step frees and re-allocates the same activation buffers every step. By default glibc serves
+    the big ones with mmap, unmaps them on free and trims the heap's top, so every step faults them back in
+    page by page, zero-filled (13% of the CPU time of the Multi30k recipe was system time). Serving blocks
+    up to 32 MiB (the ceiling of glibc's own dynamic threshold) from the heap and never trimming it, 150 steps
+    of the Multi30k attention model on an AMD EPYC (2 cores) took 8.9M page faults instead of 13M, 23 s of
+    system time instead of 35, and trained 5-6% more tokens/s at the same peak RSS. (128-256 MiB, which also
+    keeps the 72 MB logits buffers, trained 14-17% faster but raised peak RSS by 4-7%: not taken.)
+    A no-op off glibc, or when the user tuned malloc through the environment. Returns whether it took."""
+    if platform.libc_ver()[0] != "glibc" or "malloc" in os.environ.get("GLIBC_TUNABLES", "") \
+            or any(name.startswith("MALLOC_") for name in os.environ):
+        return False
+    libc = ctypes.CDLL(None)
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def peak_rss_mb() -> float:

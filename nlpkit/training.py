@@ -41,7 +41,7 @@ from nlpkit import checkpoint as ckpt
 from nlpkit.batching import length_batches, shard
 from nlpkit.contract import Model, Task
 from nlpkit.errors import NlpkitError
-from nlpkit.hardware import resolve_device, resolve_precision
+from nlpkit.hardware import keep_freed_memory, resolve_device, resolve_precision
 from nlpkit.recipe import TrainOptions
 from nlpkit.runs import MetricsLog
 
@@ -158,6 +158,7 @@ def train(
 
     With ``checkpoints`` (a folder), resume from its newest intact checkpoint if there is one, write one
     every ``checkpoint_every`` steps, and on SIGTERM/SIGINT write one and raise :class:`ckpt.Interrupted`."""
+    keep_freed_memory()
     set_seed(seed, device_specific=True)  # seed + rank: processes draw different dropout masks
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     lengths = [f["length"] for f in train_features]
