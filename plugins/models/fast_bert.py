@@ -322,3 +322,21 @@ class FastBertEncoder(nn.Module):
             x = layer(x, add_mask)
         pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None
         return EncoderOutput(x, pooled)
+
+
+def fast_encoder_fits(config: Any) -> bool:
+    """Whether a pretrained encoder can be swapped for :class:`FastBertEncoder`: a BERT config, outside DDP
+    (the sparse word embedding's gradient bypasses autograd's accumulation, which is where DDP all-reduces)."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return not distributed and FastBertEncoder.supports(config)
+
+
+def fast_adamw(encoder: nn.Module, groups: list[dict[str, Any]], lr: float) -> FastAdamW | None:
+    """FastAdamW over ``groups`` when ``encoder`` is a :class:`FastBertEncoder` whose word table is not decayed
+    (weight decay touches every row every step: the plain AdamW does that); else None."""
+    if not isinstance(encoder, FastBertEncoder):
+        return None
+    table = encoder.word.table
+    if any(g["weight_decay"] and any(p is table for p in g["params"]) for g in groups):
+        return None
+    return FastAdamW(groups, sparse=[encoder.word], lr=lr)

@@ -3,6 +3,7 @@ attention decoder of ``seq2seq.py`` writes the target over its own subword vocab
 
 Fine-tuned end to end, with a smaller learning rate for the pretrained encoder (``encoder_lr``) than for the
 decoder trained from scratch (the run's ``lr``): the encoder already knows English, the decoder knows nothing.
+A BERT checkpoint trains as ``fast_bert.FastBertEncoder``, as for the other task kinds (``fast: false``: not).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from nlpkit_plugins.models.fast_bert import FastBertEncoder, fast_adamw, fast_encoder_fits
 from nlpkit_plugins.models.seq2seq import BahdanauDecoder, Seq2SeqFields, Seq2SeqModel
+from safetensors import safe_open
 from safetensors.torch import load_model
 from tokenizers import Tokenizer
 from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -57,6 +60,8 @@ class BertSeq2Seq(Seq2SeqModel):
         except OSError as err:
             raise NlpkitError(f"Could not load pretrained model '{options.pretrained}' ({err}). "
                               "Offline, use 'minilm' or a local folder.") from err
+        if options.fast and fast_encoder_fits(encoder.config):
+            encoder = FastBertEncoder.from_hf(encoder, pooler=False)
         target = train_reversible_tokenizer((ex["target"] for ex in train), options.target_vocab_size,
                                             options.tokenizer)
         return cls(spec, options, tokenizer, target, encoder=encoder)
@@ -69,7 +74,11 @@ class BertSeq2Seq(Seq2SeqModel):
     def load(cls, folder: Path, options_cls: type[Options] = Options) -> BertSeq2Seq:
         folder = Path(folder)
         config = json.loads((folder / "config.json").read_text())
-        encoder = AutoModel.from_config(AutoConfig.from_pretrained(folder / "encoder"), add_pooling_layer=False)
+        encoder_config = AutoConfig.from_pretrained(folder / "encoder")
+        with safe_open(folder / "model.safetensors", "pt") as weights:  # the layout the encoder was saved in
+            fast = "encoder.word.table" in weights.keys()
+        encoder = (FastBertEncoder(encoder_config, pooler=False) if fast
+                   else AutoModel.from_config(encoder_config, add_pooling_layer=False))
         model = cls(TaskSpec(**config["spec"]), options_cls(**config["options"]),
                     AutoTokenizer.from_pretrained(folder / "encoder"),
                     Tokenizer.from_file(str(folder / "target_tokenizer.json")), encoder=encoder)
@@ -88,6 +97,9 @@ class BertSeq2Seq(Seq2SeqModel):
         m = mask.unsqueeze(-1).to(states.dtype)
         summary = (states * m).sum(1) / m.sum(1).clamp(min=1)
         return self.decoder.start(states, mask, summary)
+
+    def make_optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer | None:
+        return fast_adamw(self.encoder, self.param_groups(lr, weight_decay), lr)
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
         """The pretrained encoder at ``encoder_lr``, the decoder at ``lr`` (no decay on biases/norms)."""

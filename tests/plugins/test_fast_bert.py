@@ -153,3 +153,29 @@ def test_save_load_round_trip(tiny, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(**b).logits, model(**b).logits)
     assert loaded.predict(b) == model.predict(b)
+
+
+def seq2seq_options(tiny, fast: bool) -> BertOptions:
+    return BertOptions(pretrained=tiny, fast=fast, dropout=0.0, target_vocab_size=60, embedding_dim=16,
+                       hidden_size=32, attention_size=16, beam_size=2, max_length=16)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_translation_encoder_is_fast_and_both_layouts_load(tiny, tmp_path, fast):
+    """``bert`` for seq2seq trains the fast encoder (with FastAdamW where the word table is not decayed), and a
+    saved model loads in the layout it was saved in: fast, or transformers' (runs saved before the fast path)."""
+    from nlpkit.testing import build, make_batch, predictions
+
+    model, examples = build(BertModel, "seq2seq", seq2seq_options(tiny, fast).model_dump())
+    assert isinstance(model.encoder, FastBertEncoder) is fast
+    assert isinstance(model.make_optimizer(1e-3, 0.0), FastAdamW) is fast
+    assert model.make_optimizer(1e-3, 0.01) is None  # decay touches every row: the plain AdamW
+    model.eval()
+    model.save(tmp_path)
+    loaded = BertModel.load(tmp_path).eval()
+    assert type(loaded.encoder) is type(model.encoder)
+    with torch.no_grad():
+        batch = make_batch(model, examples[:4])
+        torch.testing.assert_close(loaded.encode_source(batch), model.encode_source(batch))
+    model.use_beam = True
+    assert predictions(loaded, examples[:4]) == predictions(model, examples[:4])
