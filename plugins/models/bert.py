@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from nlpkit_plugins.models.fast_bert import FastBertEncoder, fast_adamw, fast_encoder_fits
 from nlpkit_plugins.models.seq2seq_bert import BertSeq2SeqFields
+from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -49,6 +50,35 @@ def resolve_pretrained(name: str) -> str:
     return name
 
 
+def pretrained_encoder(options: BertOptions, pooler: bool, **hf_options: Any) -> tuple[Any, nn.Module]:
+    """The tokenizer and encoder of ``options.pretrained`` (``hf_options`` go to ``AutoModel``); a BERT checkpoint
+    comes back as the fast encoder when ``options.fast`` and it fits (outside DDP)."""
+    source = resolve_pretrained(options.pretrained)
+    hf_logging.set_verbosity_error()  # the unused pooler weights are expected, not news
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        encoder = AutoModel.from_pretrained(source, add_pooling_layer=pooler, **hf_options)
+    except OSError as err:
+        raise NlpkitError(
+            f"Could not load pretrained model '{options.pretrained}' ({err}). "
+            "Offline, use 'minilm' or a local folder."
+        ) from err
+    if options.fast and fast_encoder_fits(encoder.config):
+        encoder = FastBertEncoder.from_hf(encoder, pooler)
+    return tokenizer, encoder
+
+
+def saved_encoder(folder: Path, pooler: bool, **hf_options: Any) -> nn.Module:
+    """An encoder to load a saved model's weights into, in the layout they were saved in (told by their names:
+    fast, or ``transformers``')."""
+    config = AutoConfig.from_pretrained(folder / "encoder")
+    with safe_open(folder / "model.safetensors", "pt") as weights:
+        fast = "encoder.word.table" in weights.keys()
+    if fast:
+        return FastBertEncoder(config, pooler)
+    return AutoModel.from_config(config, add_pooling_layer=pooler, **hf_options)
+
+
 class BertModel(Model):
     name = "bert"
     serves = ("classification", "tagging", "seq2seq")
@@ -71,19 +101,7 @@ class BertModel(Model):
         impl = cls.kind_class(spec.kind)
         if impl is not None:
             return impl.create(spec, options, train)
-        source = resolve_pretrained(options.pretrained)
-        hf_logging.set_verbosity_error()  # the unused pooler weights are expected, not news
-        pooler = options.pooling == "pooler"
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source)
-            encoder = AutoModel.from_pretrained(source, add_pooling_layer=pooler, attn_implementation="eager")
-        except OSError as err:
-            raise NlpkitError(
-                f"Could not load pretrained model '{options.pretrained}' ({err}). "
-                "Offline, use 'minilm' or a local folder."
-            ) from err
-        if options.fast and fast_encoder_fits(encoder.config):
-            encoder = FastBertEncoder.from_hf(encoder, pooler)
+        tokenizer, encoder = pretrained_encoder(options, options.pooling == "pooler", attn_implementation="eager")
         return cls(spec, options, encoder, tokenizer)
 
     def make_optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer | None:
@@ -92,7 +110,6 @@ class BertModel(Model):
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         config = {"plugin": self.name, "spec": self.spec.to_dict(), "options": self.options.model_dump()}
-        config["fast_encoder"] = isinstance(self.encoder, FastBertEncoder)  # weights in FastBertEncoder's layout
         (folder / "config.json").write_text(json.dumps(config, indent=2))
         self.encoder.config.save_pretrained(folder / "encoder")
         self.tokenizer.save_pretrained(folder / "encoder")
@@ -104,13 +121,8 @@ class BertModel(Model):
         impl = cls.kind_class(config["spec"]["kind"])
         if impl is not None:
             return impl.load(folder, cls.Options)
-        encoder_config = AutoConfig.from_pretrained(folder / "encoder")
         options = (options_cls or cls.Options)(**config["options"])
-        pooler = options.pooling == "pooler"
-        if config.get("fast_encoder"):
-            encoder = FastBertEncoder(encoder_config, pooler)
-        else:
-            encoder = AutoModel.from_config(encoder_config, add_pooling_layer=pooler, attn_implementation="eager")
+        encoder = saved_encoder(folder, options.pooling == "pooler", attn_implementation="eager")
         model = cls(TaskSpec(**config["spec"]), options, encoder,
                     AutoTokenizer.from_pretrained(folder / "encoder"))
         load_model(model, str(folder / "model.safetensors"))

@@ -13,16 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from nlpkit_plugins.models.fast_bert import FastBertEncoder, fast_adamw, fast_encoder_fits
+from nlpkit_plugins.models.fast_bert import fast_adamw
 from nlpkit_plugins.models.seq2seq import BahdanauDecoder, Seq2SeqFields, Seq2SeqModel
-from safetensors import safe_open
 from safetensors.torch import load_model
 from tokenizers import Tokenizer
-from transformers import AutoConfig, AutoModel, AutoTokenizer
-from transformers.utils import logging as hf_logging
+from transformers import AutoTokenizer
 
 from nlpkit.contract import Options, TaskSpec
-from nlpkit.errors import NlpkitError
 
 
 class BertSeq2SeqFields(Seq2SeqFields):
@@ -48,20 +45,11 @@ class BertSeq2Seq(Seq2SeqModel):
 
     @classmethod
     def create(cls, spec: TaskSpec, options: Options, train: list[dict]) -> BertSeq2Seq:
-        from nlpkit_plugins.models.bert import resolve_pretrained
+        from nlpkit_plugins.models.bert import pretrained_encoder
 
         from nlpkit.text import train_reversible_tokenizer
 
-        source = resolve_pretrained(options.pretrained)
-        hf_logging.set_verbosity_error()  # the unused pooler weights are expected, not news
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source)
-            encoder = AutoModel.from_pretrained(source, add_pooling_layer=False)
-        except OSError as err:
-            raise NlpkitError(f"Could not load pretrained model '{options.pretrained}' ({err}). "
-                              "Offline, use 'minilm' or a local folder.") from err
-        if options.fast and fast_encoder_fits(encoder.config):
-            encoder = FastBertEncoder.from_hf(encoder, pooler=False)
+        tokenizer, encoder = pretrained_encoder(options, pooler=False)
         target = train_reversible_tokenizer((ex["target"] for ex in train), options.target_vocab_size,
                                             options.tokenizer)
         return cls(spec, options, tokenizer, target, encoder=encoder)
@@ -72,13 +60,11 @@ class BertSeq2Seq(Seq2SeqModel):
 
     @classmethod
     def load(cls, folder: Path, options_cls: type[Options] = Options) -> BertSeq2Seq:
+        from nlpkit_plugins.models.bert import saved_encoder
+
         folder = Path(folder)
         config = json.loads((folder / "config.json").read_text())
-        encoder_config = AutoConfig.from_pretrained(folder / "encoder")
-        with safe_open(folder / "model.safetensors", "pt") as weights:  # the layout the encoder was saved in
-            fast = "encoder.word.table" in weights.keys()
-        encoder = (FastBertEncoder(encoder_config, pooler=False) if fast
-                   else AutoModel.from_config(encoder_config, add_pooling_layer=False))
+        encoder = saved_encoder(folder, pooler=False)
         model = cls(TaskSpec(**config["spec"]), options_cls(**config["options"]),
                     AutoTokenizer.from_pretrained(folder / "encoder"),
                     Tokenizer.from_file(str(folder / "target_tokenizer.json")), encoder=encoder)
