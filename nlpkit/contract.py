@@ -126,6 +126,12 @@ class Model(nn.Module):
         """One dict per example with key ``prediction`` (task-native form) and optional extras."""
         raise NotImplementedError
 
+    def prepare_inference(self, final: bool) -> None:
+        """Told by the engine before it predicts: ``final=False`` for validation during training (cheap settings,
+        e.g. greedy decoding), ``final=True`` for the test split and ``nlpkit predict`` (the recipe's test-time
+        settings, e.g. beam search). Decoding settings reach a model only this way, never as a side effect of
+        loading weights. Default: nothing to change."""
+
     def make_optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer | None:
         """A model's own optimizer (a ``torch.optim.Optimizer``, so the scheduler and checkpoints work), e.g. one
         that updates only the embedding rows seen so far; None (the default): AdamW over ``param_groups``."""

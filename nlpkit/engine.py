@@ -25,7 +25,7 @@ from nlpkit.contract import Dataset, Model, Task
 from nlpkit.errors import NlpkitError
 from nlpkit.hardware import device_description, peak_memory_mb
 from nlpkit.plugins import Registry, registry
-from nlpkit.recipe import Recipe, RunSpec, TaskEntry
+from nlpkit.recipe import COSMETIC, Recipe, RunSpec, TaskEntry, flatten
 from nlpkit.runs import MetricsLog, is_finished, run_lock, write_json, write_jsonl, write_yaml
 from nlpkit.training import evaluate, make_accelerator, predict, start_model, train
 
@@ -56,10 +56,6 @@ def versions() -> dict[str, str]:
     return out
 
 
-# Settings that do not change what a run computes: a run may resume with other values.
-COSMETIC = {"train.progress", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints"}
-
-
 def refuse_changed_settings(folder: Path, spec: RunSpec) -> None:
     """An unfinished run resumes only with the settings it was started with: resuming its checkpoint under
     others would give results that belong to neither."""
@@ -72,16 +68,6 @@ def refuse_changed_settings(folder: Path, spec: RunSpec) -> None:
         shown = "; ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
         raise NlpkitError(f"{folder}: this unfinished run was started with other settings ({shown}); resuming its "
                           "checkpoint would mix them. Run with --restart to start it over (or restore the recipe).")
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """{"train": {"lr": 1}} -> {"train.lr": 1}"""
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for key, sub in tree.items():
-        out |= flatten(sub, f"{prefix}.{key}" if prefix else str(key))
-    return out
 
 
 def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = None,

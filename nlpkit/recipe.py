@@ -16,6 +16,8 @@ Every error names the file, the line and the key, and the closest valid key when
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -51,6 +53,7 @@ class TrainOptions(Options):
     max_train_examples: int | None = None  # use only the first N training examples (quick runs)
     max_eval_examples: int | None = None
     progress: bool = True
+    threads: int | None = None  # CPU threads for this run (torch.set_num_threads); default: torch's, or cores / --jobs
 
 
 class TaskEntry(BaseModel):
@@ -95,6 +98,11 @@ class RunSpec:
     def folder(self) -> Path:
         return self.output / self.recipe / self.name
 
+    @property
+    def settings_hash(self) -> str:
+        """The identity of this run's configuration (every setting but the seed), see :func:`settings_hash`."""
+        return settings_hash(self.to_dict())
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "recipe": self.recipe,
@@ -105,6 +113,30 @@ class RunSpec:
             "train": self.train.model_dump(),
             "seed": self.seed,
         }
+
+
+# Settings that do not change what a run computes: they are left out of its identity, and a run may resume
+# with other values of them.
+COSMETIC = {"train.progress", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.threads"}
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 1}} -> {"train.lr": 1}"""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, sub in tree.items():
+        out |= flatten(sub, f"{prefix}.{key}" if prefix else str(key))
+    return out
+
+
+def settings_hash(resolved: dict[str, Any]) -> str:
+    """12 hex digits identifying a resolved run's configuration (``RunSpec.to_dict()``, or a run folder's
+    recipe.yaml): every setting except the seed, the recipe's name and the cosmetic keys. Seeds of one
+    configuration share it; any change of what is computed changes it."""
+    flat = flatten(json.loads(json.dumps(resolved, default=str)))
+    kept = {k: v for k, v in flat.items() if k not in COSMETIC and k not in ("seed", "recipe")}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass

@@ -8,6 +8,7 @@
         model/              the trained model (safetensors + tokenizer + config)
         checkpoints/        resumable training state (removed when the run finishes)
         results.json        written last: its presence means the run finished
+        failure.json        written instead when the run raised: the error, its type, where, when
 """
 
 from __future__ import annotations
@@ -72,6 +73,20 @@ def run_name(task: str, model: str, seed: int) -> str:
 
 def is_finished(folder: Path) -> bool:
     return (Path(folder) / "results.json").exists()
+
+
+def run_status(folder: Path) -> str:
+    """What happened to a run, read from its folder alone (what any launcher needs): "finished" (results.json),
+    "failed" (failure.json: the run raised), "interrupted" (started, not finished: it resumes from its
+    checkpoints when run again) or "not started"."""
+    folder = Path(folder)
+    if is_finished(folder):
+        return "finished"
+    if (folder / "failure.json").exists():
+        return "failed"
+    if (folder / "recipe.yaml").exists():
+        return "interrupted"
+    return "not started"
 
 
 class MetricsLog:
