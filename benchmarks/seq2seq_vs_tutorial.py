@@ -225,8 +225,8 @@ def run_nlpkit(minutes: float) -> dict:
     padded_total = sum(max(features[i]["length"] for i in b) * len(b) for b in batches)
     mean_target = sum(f["n_tokens"] for f in features) / len(features)
     test = [model.encode(e) for e in splits["test"]]
-    model.use_beam = False  # greedy, as on the tutorial side
-    hyps = [p["prediction"] for p in predict(model, test, train_opts)]
+    model.options.eval_beam_size = 1  # greedy, as on the tutorial side
+    hyps = [p["prediction"] for p in predict(model, test, train_opts, final=False)]
     return {"way": "nlpkit", "parameters": sum(p.numel() for p in model.parameters()),
             "train_seconds": time.perf_counter() - start, "epochs": seen.get("epoch"),
             "target_tokens_per_s": seen.get("examples_per_s", 0) * mean_target,

@@ -108,7 +108,7 @@ def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = Non
         log = MetricsLog(folder / "metrics.jsonl", enabled=main)
         fit = train(model, task, encoded["train"], encoded["validation"], val_ex, spec.train, spec.seed, log,
                     accelerator, precision, checkpoints)
-        predictions = predict(model, encoded["test"], spec.train, accelerator)
+        predictions = predict(model, encoded["test"], spec.train, accelerator, final=True)
         test_metrics = task.metrics(test_ex, predictions)
         details = test_metrics.pop("details", None)
         results = {

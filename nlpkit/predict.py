@@ -23,6 +23,7 @@ def load_run(folder: str | Path) -> tuple[Task, Model]:
     task = reg.task(state["task"]).from_state(state)
     model = reg.model(config["plugin"]).load(folder / "model")
     model.eval()
+    model.prepare_inference(True)  # the recipe's test-time settings (e.g. beam search), as for the test split
     return task, model
 
 

@@ -268,9 +268,10 @@ def _state_diff(a: Model, b: Model) -> list[str]:
 
 
 def check_save_load(model: Model, examples: list[dict], model_cls: type[Model], folder: Path) -> None:
-    """A (trained) model saved and loaded again has the same weights, loss and predictions."""
-    # As the engine does when training ends (it restores the best checkpoint), then compare with a reload.
-    model.load_state_dict({k: v.detach().clone() for k, v in model.state_dict().items()})
+    """A (trained) model saved and loaded again has the same weights, loss and predictions, both predicting with
+    their test-time settings (``prepare_inference(True)``, as the engine does for the test split and ``nlpkit
+    predict`` after loading)."""
+    model.prepare_inference(True)
     batch = make_batch(model, examples[:8])
     before_loss, before = eval_loss(model, batch), predictions(model, examples)
     model.save(folder)
@@ -278,6 +279,7 @@ def check_save_load(model: Model, examples: list[dict], model_cls: type[Model], 
     loaded = model_cls.load(folder)
     if not isinstance(loaded, Model):
         _fail(f"{_name(model_cls)}.load() returned {type(loaded).__name__}, not an nlpkit.Model")
+    loaded.prepare_inference(True)
     after_loss, after = eval_loss(loaded, make_batch(loaded, examples[:8])), predictions(loaded, examples)
     changed = _state_diff(model, loaded)
     if changed or not math.isclose(before_loss, after_loss, rel_tol=1e-5, abs_tol=1e-6) or before != after:

@@ -119,9 +119,15 @@ def predict(
     features: list[dict],
     options: TrainOptions,
     accelerator: Accelerator | None = None,
+    *,
+    final: bool,
 ) -> list[dict]:
     """Predictions for every example, in input order. Under DDP each process predicts its share of the
-    batches and the shares are gathered, so every example is predicted exactly once."""
+    batches and the shares are gathered, so every example is predicted exactly once.
+
+    ``final``: True for the test split (the model uses its test-time settings, e.g. the recipe's beam search),
+    False for validation during training; told to the model through ``Model.prepare_inference`` every time,
+    so what a prediction means never depends on what happened to the model before (such as loading weights)."""
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     device = accelerator.device if accelerator else next(model.parameters()).device
     batches = length_batches([f["length"] for f in features], options.eval_batch_size or 2 * options.batch_size,
@@ -129,6 +135,7 @@ def predict(
     out: list[tuple[int, dict]] = []
     was_training = model.training
     model.eval()
+    model.prepare_inference(final)
     autocast = accelerator.autocast() if accelerator else torch.autocast("cpu", enabled=False)
     with torch.inference_mode(), autocast:
         for idx in batches[rank::world]:
@@ -326,8 +333,9 @@ def _save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int, 
 
 
 def evaluate(model: Model, task: Task, features: list[dict], examples: list[dict], options: TrainOptions,
-             accelerator: Accelerator | None = None) -> dict[str, Any]:
-    """The task's scalar metrics on a split (details such as confusion matrices are left out here)."""
-    predictions = predict(model, features, options, accelerator)
+             accelerator: Accelerator | None = None, final: bool = False) -> dict[str, Any]:
+    """The task's scalar metrics on a split (details such as confusion matrices are left out here); by default
+    as validation during training (``final=False``: the model's cheap evaluation settings)."""
+    predictions = predict(model, features, options, accelerator, final=final)
     metrics = task.metrics(examples, predictions)
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}

@@ -155,3 +155,59 @@ def test_attention_learns_to_reverse_end_to_end(tmp_path):
     task, model = load_run(folder)  # what `nlpkit predict` does
     preds = predict_examples(model, [task.parse("a b c d"), task.parse("h g f")])
     assert [task.render({}, p) for p in preds] == ["d c b a", "f g h"]
+
+
+SPY_RECIPE = """\
+name: spy
+output: {out}/runs
+reports: {out}/reports
+task:
+  name: translation
+  dataset: parallel_files
+  dataset_options: {{train: {out}/train.tsv, validation: {out}/val.tsv, test: {out}/test.tsv}}
+models:
+  attention: {{vocab_size: 40, tokenizer: wordpiece, embedding_dim: 16, hidden_size: 16, attention_size: 8,
+              dropout: 0.0, beam_size: 3, eval_beam_size: 1}}
+train: {{max_steps: 3, batch_size: 16, progress: false, precision: fp32}}
+seeds: [1]
+"""
+
+
+def test_test_split_is_decoded_with_the_recipes_beam_when_no_weights_are_reloaded(tmp_path, monkeypatch):
+    """Issue #14 point 1: the run's only evaluation is its last, so it is the best and the loop keeps the live
+    weights (no load_state_dict). Validation must still decode greedily and the test split with beam_size."""
+    from nlpkit_plugins.models import seq2seq
+
+    from nlpkit import engine, training
+    from nlpkit.recipe import parse_recipe
+
+    rng = random.Random(0)
+    for name, n in (("train", 48), ("val", 8), ("test", 8)):
+        (tmp_path / f"{name}.tsv").write_text(reverse_pairs(n, rng))
+    calls: list[tuple[str, int]] = []
+    phase = ["created"]
+
+    def spy(real):
+        def wrapped(step, state, max_len, *args, **kwargs):
+            calls.append((phase[0], args[0] if args else 1))
+            return real(step, state, max_len, *args, **kwargs)
+        return wrapped
+
+    def marking(name, real):
+        def wrapped(*args, **kwargs):
+            phase[0] = name
+            return real(*args, **kwargs)
+        return wrapped
+
+    reloads = []
+    monkeypatch.setattr(seq2seq, "greedy_search", spy(seq2seq.greedy_search))
+    monkeypatch.setattr(seq2seq, "beam_search", spy(seq2seq.beam_search))
+    monkeypatch.setattr(training, "evaluate", marking("validation", training.evaluate))
+    monkeypatch.setattr(engine, "predict", marking("test", engine.predict))
+    monkeypatch.setattr(seq2seq.Seq2SeqModel, "load_state_dict",
+                        lambda self, *a, **k: reloads.append(1) or torch.nn.Module.load_state_dict(self, *a, **k))
+    recipe = parse_recipe(textwrap.dedent(SPY_RECIPE.format(out=tmp_path)), tmp_path / "spy.yaml")
+    engine.execute(recipe.runs[0])
+    assert not reloads  # the live weights were kept: nothing was loaded
+    widths = {p: {w for ph, w in calls if ph == p} for p in ("validation", "test")}
+    assert widths == {"validation": {1}, "test": {3}}, calls

@@ -12,8 +12,11 @@ the same problem); the output layer, tied to the target embeddings, runs once ov
 decoder's per-step weight gradients are summed in one matmul after the loop (``_StepMatmul``).
 
 Decoding is batched greedy or beam search, stopping at end of sentence or at ``max_target_ratio`` x source
-length + ``max_target_extra``. Validation during training decodes greedily (``eval_beam_size``, cheap); once
-trained weights are loaded (the best checkpoint at the end of training, or a saved model) ``beam_size`` is used.
+length + ``max_target_extra``. The width is told, never inferred: ``prepare_inference(final)`` (called by the
+training loop before every prediction, by the engine for the test split and by ``nlpkit predict``) picks
+``eval_beam_size`` for validation during training (greedy by default: cheap) and the recipe's ``beam_size`` for the
+test split and ``nlpkit predict``. Loading weights never changes it, so the test split is decoded as the recipe
+says whether or not the best checkpoint had to be restored.
 """
 
 from __future__ import annotations
@@ -384,7 +387,7 @@ class Seq2SeqModel(Model):
         super().__init__(spec, options)
         self.source_tokenizer, self.target_tokenizer = source_tokenizer, target_tokenizer
         self.target_vocab = target_tokenizer.get_vocab_size()
-        self.use_beam = False  # see the module docstring: greedy while training, beam once weights are loaded
+        self.decode_beam = self.options.eval_beam_size  # until told otherwise by prepare_inference
         self.build(**parts)
 
     def build(self, **parts: Any) -> None:
@@ -427,12 +430,12 @@ class Seq2SeqModel(Model):
         model = cls(TaskSpec(**config["spec"]), options_cls(**config["options"]), cls.load_source_tokenizer(folder),
                     Tokenizer.from_file(str(folder / "target_tokenizer.json")))
         load_model(model, str(folder / "model.safetensors"))
-        model.use_beam = True
         return model
 
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        self.use_beam = True  # trained weights (the best checkpoint, a saved model): decode with the beam
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+    def prepare_inference(self, final: bool) -> None:
+        """Beam width for the predictions that follow: the recipe's ``beam_size`` for the test split and
+        ``nlpkit predict`` (final), ``eval_beam_size`` for validation during training."""
+        self.decode_beam = self.options.beam_size if final else self.options.eval_beam_size
 
     # --- data ----------------------------------------------------------------------------------------
     def source_ids(self, text: str) -> tuple[list[int], list[str]]:
@@ -471,8 +474,6 @@ class Seq2SeqModel(Model):
     def forward(self, source: torch.Tensor, source_lengths: torch.Tensor, target_in: torch.Tensor | None = None,
                 target_out: torch.Tensor | None = None, **extra: Any) -> Output:
         state = self.encode_source({"source": source, "source_lengths": source_lengths, **extra})
-        if self.training:
-            self.use_beam = False
         ratio = self.options.teacher_forcing if self.training else 1.0
         logits, attention = self.decoder(state, target_in, ratio)
         loss = F.cross_entropy(logits.float().flatten(0, 1), target_out.flatten(), ignore_index=PAD,
@@ -490,8 +491,7 @@ class Seq2SeqModel(Model):
 
     @torch.no_grad()
     def predict(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
-        beam = self.options.beam_size if self.use_beam else self.options.eval_beam_size
-        ids, attention = self.generate(batch, beam)
+        ids, attention = self.generate(batch, self.decode_beam)
         texts = self.target_tokenizer.decode_batch(ids)
         out = []
         for row, text, a, src_tokens in zip(ids, texts, attention, batch["source_tokens"]):

@@ -69,7 +69,6 @@ class BertSeq2Seq(Seq2SeqModel):
                     AutoTokenizer.from_pretrained(folder / "encoder"),
                     Tokenizer.from_file(str(folder / "target_tokenizer.json")), encoder=encoder)
         load_model(model, str(folder / "model.safetensors"))
-        model.use_beam = True
         return model
 
     def source_ids(self, text: str) -> tuple[list[int], list[str]]:

@@ -177,5 +177,6 @@ def test_translation_encoder_is_fast_and_both_layouts_load(tiny, tmp_path, fast)
     with torch.no_grad():
         batch = make_batch(model, examples[:4])
         torch.testing.assert_close(loaded.encode_source(batch), model.encode_source(batch))
-    model.use_beam = True
+    for m in (model, loaded):
+        m.prepare_inference(True)
     assert predictions(loaded, examples[:4]) == predictions(model, examples[:4])
