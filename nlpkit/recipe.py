@@ -19,6 +19,7 @@ import copy
 import hashlib
 import json
 import re
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -326,7 +327,7 @@ def _validation_error(err: ValidationError, where: _Where, model: type[BaseModel
             hint = did_you_mean(str(loc[-1]), valid)
             messages.append(f"{where(loc)}: unknown key '{key}'.{hint} Valid keys: {', '.join(valid)}")
         else:
-            messages.append(f"{where(loc)}: '{key}': {e['msg']} (got {e.get('input')!r})")
+            messages.append(f"{where(loc)}: '{key}': {e['msg']} (got {reprlib.repr(e.get('input'))})")
     return NlpkitError("Invalid recipe:\n  " + "\n  ".join(messages))
 
 
@@ -521,7 +522,7 @@ def _model_entry_error(err: ValidationError, where: _Where, mloc: tuple, model_c
             messages.append(f"{where(loc)}: unknown key '{key}' for model '{model_cls.name}'.{hint} "
                             f"Valid keys: {', '.join(valid)}")
         else:
-            messages.append(f"{where(loc)}: '{key}': {e['msg']} (got {e.get('input')!r})")
+            messages.append(f"{where(loc)}: '{key}': {e['msg']} (got {reprlib.repr(e.get('input'))})")
     return "\n  ".join(messages)
 
 
