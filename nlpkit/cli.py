@@ -20,6 +20,11 @@ class _Group(click.Group):
         except NlpkitError as err:
             click.secho(f"Error: {err}", fg="red", err=True)
             sys.exit(getattr(err, "exit_code", 2))  # a run stopped by SIGTERM exits 128 + 15
+        except OSError as err:  # a file fault no narrower handler caught (e.g. a full disk under a plugin's save)
+            from nlpkit.runs import disk_error
+
+            click.secho(f"Error: {disk_error(err, err.filename or '(a file)', 'write or read')}", fg="red", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=_Group)

@@ -3,13 +3,27 @@ before anything is written, and nothing is ever written outside a recipe's outpu
 
 from __future__ import annotations
 
+import errno
+import json
+import os
 import resource
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
+import torch
+from click.testing import CliRunner
 
+from nlpkit import Model, TaskSpec, runs
+from nlpkit import checkpoint as ckpt
+from nlpkit.cli import main
 from nlpkit.errors import NlpkitError
 from nlpkit.recipe import MAX_VALUES, TrainOptions, load_recipe, parse_recipe
+from nlpkit.report_runs import load_runs
+from nlpkit.runs import DiskError, MetricsLog, is_finished, run_lock, run_status, write_json, write_yaml
+from nlpkit.training import start_model
 
 GOOD = """\
 name: demo
@@ -158,3 +172,132 @@ def test_valid_edges_pass(tmp_path):
     text = GOOD.replace("batch_size: 8}", "batch_size: 1, warmup: 0, epochs: 0.5, grad_clip: null, threads: 1}")
     (run,) = parse_recipe(text, tmp_path / "r.yaml").runs
     assert run.train.batch_size == 1 and run.train.warmup == 0 and run.train.grad_clip is None
+
+
+# --- 4. disk and run-folder faults ---------------------------------------------------------------------------
+
+def _raise(code: int):
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+    return fail
+
+
+def test_a_full_disk_says_what_where_and_that_nothing_finished_was_harmed(tmp_path, monkeypatch):
+    target = tmp_path / "run" / "results.json"
+    write_json(target, {"test": {"accuracy": 0.9}})
+    monkeypatch.setattr(os, "fsync", _raise(errno.ENOSPC))
+    with pytest.raises(DiskError) as err:
+        write_json(target, {"test": {"accuracy": 0.1}})
+    msg = str(err.value)
+    assert str(target) in msg and "the disk is full" in msg and "ENOSPC" in msg and "Nothing finished was harmed" in msg
+    assert json.loads(target.read_text()) == {"test": {"accuracy": 0.9}}  # the old file is whole
+    assert sorted(p.name for p in target.parent.iterdir()) == ["results.json"]  # no temp file left
+
+
+def test_a_read_only_folder_is_said_for_logs_locks_and_files(tmp_path, monkeypatch):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    monkeypatch.setattr(runs, "open", _raise(errno.EACCES), raising=False)  # MetricsLog's open
+    with pytest.raises(DiskError, match=r"Could not write .*metrics.jsonl: permission denied"):
+        MetricsLog(folder / "metrics.jsonl")(step=1, loss=0.5)
+    monkeypatch.setattr(os, "open", _raise(errno.EROFS))
+    with pytest.raises(DiskError, match=r"Could not create .*\.lock: the file system is read-only"):
+        with run_lock(folder):
+            pass
+    monkeypatch.setattr(tempfile, "mkstemp", _raise(errno.EACCES))
+    with pytest.raises(DiskError, match=r"Could not write .*results.json: permission denied"):
+        write_json(folder / "results.json", {})
+
+
+def test_a_full_disk_during_a_run_ends_in_a_message_not_a_traceback(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    recipe = write(tmp_path, GOOD.replace("train: {batch_size: 8}", "train: {max_steps: 2, batch_size: 8, progress: false}")
+                   .replace("task: {name: classification, dataset: toy_topics}",
+                            "task: {name: classification, dataset: toy_topics, "
+                            "dataset_options: {train_size: 32, eval_size: 16}}")
+                   + f"output: {out}/runs\nreports: {out}/reports\n")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(out)],
+                             capture_output=True).returncode == 0
+    try:
+        if not mounted:  # no tmpfs here: the same fault, patched
+            real = os.replace
+
+            def replace(src, dst, *a, **k):
+                if str(dst).endswith("predictions.jsonl"):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                return real(src, dst, *a, **k)
+            monkeypatch.setattr(os, "replace", replace)
+        result = CliRunner().invoke(main, ["run", str(recipe)])
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output and result.exception.__class__ is SystemExit
+        assert "Could not write" in result.output and "Nothing finished was harmed" in result.output
+        assert "disk is full" in result.output
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(out)], check=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "recipe.yaml"]  # nothing beside the output
+
+
+def test_a_manifest_of_the_wrong_shape_is_skipped_and_the_resume_step_is_the_real_one(tmp_path, caplog):
+    folder = tmp_path / "checkpoints"
+    for step in (2, 4):
+        ckpt.save(folder, step, {"x": torch.tensor([step])}, keep=5)
+    for bad in ("[1, 2]", '{"step": 4}', '{"bytes": "many", "sha256": 1}', "null"):
+        (folder / "step-00000004.json").write_text(bad)
+        assert ckpt.latest_step(folder) == 2, bad
+        manifest, state = ckpt.latest(folder)
+        assert manifest.name == "step-00000002.json" and state["x"].item() == 2
+    assert "Checkpoint skipped" in caplog.text
+
+
+class _Tiny(Model):
+    name = "tiny"
+    serves = ("classification",)
+
+    def __init__(self):
+        super().__init__(TaskSpec("classification", ["a", "b"]), Model.Options())
+        self.layer = torch.nn.Linear(2, 2)
+
+    @classmethod
+    def create(cls, spec, options, train):
+        return cls()
+
+    def save(self, folder):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "config.json").write_text('{"plugin": "tiny"}')
+
+    @classmethod
+    def load(cls, folder):
+        json.loads((Path(folder) / "config.json").read_text())
+        return cls()
+
+
+def test_a_corrupt_saved_initial_model_restarts_the_run_cleanly(tmp_path, caplog):
+    checkpoints = tmp_path / "checkpoints"
+    ckpt.save(checkpoints, 3, {"x": torch.tensor([3])})
+    (checkpoints / "model").mkdir()
+    (checkpoints / "model" / "config.json").write_text('{"plugin": "ti')  # cut off
+    created = []
+    model = start_model(_Tiny, lambda: created.append(1) or _Tiny(), checkpoints, "cpu")
+    assert isinstance(model, _Tiny) and created == [1]
+    assert "cannot be loaded" in caplog.text and "starts over" in caplog.text
+    assert ckpt.latest_step(checkpoints) is None  # the old checkpoints belonged to the corrupt model
+    assert json.loads((checkpoints / "model" / "config.json").read_text()) == {"plugin": "tiny"}
+
+
+BAD_RESULTS = ["", "   ", "{not json", "[1, 2]", "{}", '{"test": {}}', '{"test": [0.9]}', '"finished"']
+
+
+@pytest.mark.parametrize("text", BAD_RESULTS)
+def test_a_corrupt_results_json_is_not_finished_and_reports_skip_it(tmp_path, text, caplog, capsys):
+    good = tmp_path / "runs" / "r" / "classification-lstm-seed1"
+    bad = tmp_path / "runs" / "r" / "classification-lstm-seed2"
+    write_json(good / "results.json", {"model": "lstm", "seed": 1, "test": {"accuracy": 0.8}})
+    write_yaml(bad / "recipe.yaml", {"seed": 2})
+    (bad / "results.json").write_text(text)
+    assert is_finished(good) and not is_finished(bad) and run_status(bad) == "interrupted"
+    assert f"{bad / 'results.json'} is " in caplog.text and "runs again" in caplog.text
+    loaded, skipped = load_runs([tmp_path / "runs"])
+    assert [r["seed"] for r in loaded] == [1] and bad.resolve() in skipped
+    assert f"skipping run {bad.resolve()}: its results.json is" in capsys.readouterr().err
