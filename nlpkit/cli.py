@@ -110,7 +110,10 @@ def plugins(as_json: bool, options_of: str | None) -> None:
         "datasets": {n: {"source": reg.sources[("datasets", n)], "kind": c.kind} for n, c in reg.datasets.items()},
         "metrics": {n: {"source": reg.sources[("metrics", n)]} for n in reg.metrics},
         "failed": reg.failed,
+        "clashes": {f"{kind[:-1]} {name}": sources for (kind, name), sources in reg.clashes.items()},
     }
+    for (kind, name), sources in reg.clashes.items():  # listed with every source; unusable until one goes
+        info[kind][name]["source"] = " and ".join(sources) + " (clash)"
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -126,6 +129,9 @@ def plugins(as_json: bool, options_of: str | None) -> None:
         click.echo(f"  {m:<14}" + "".join(f"{'yes' if reg.tasks[t].kind in cls.serves else '-':>16}" for t in tasks))
     for name, err in reg.failed.items():
         click.secho(f"Failed to load plugin '{name}': {err}", fg="yellow")
+    for (kind, name), sources in reg.clashes.items():
+        click.secho(f"Clash: the {kind[:-1]} '{name}' is registered by {' and '.join(sources)}; a recipe naming it "
+                    "fails until one is uninstalled (everything else works)", fg="yellow")
 
 
 @main.command("new-plugin")
