@@ -79,15 +79,23 @@ def manifests(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True)]
 
 
-def read(manifest: Path) -> dict[str, Any]:
-    """The state saved under ``manifest``, after checking its size and sha256."""
+def _verified(manifest: Path) -> bytes:
+    """The bytes of the .pt under ``manifest`` after checking the manifest's shape, the size and the sha256."""
     try:
         meta = json.loads(Path(manifest).read_text(encoding="utf-8"))
+        if not (isinstance(meta, dict) and isinstance(meta.get("bytes"), int) and isinstance(meta.get("sha256"), str)):
+            raise ValueError("not a checkpoint manifest ({\"bytes\": int, \"sha256\": str, ...})")
         data = Path(manifest).with_suffix(".pt").read_bytes()
     except (OSError, ValueError) as err:
         raise CorruptCheckpoint(f"{manifest}: unreadable ({err})") from err
-    if len(data) != meta.get("bytes") or hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+    if len(data) != meta["bytes"] or hashlib.sha256(data).hexdigest() != meta["sha256"]:
         raise CorruptCheckpoint(f"{manifest.with_suffix('.pt')}: {len(data)} bytes that do not match their checksum")
+    return data
+
+
+def read(manifest: Path) -> dict[str, Any]:
+    """The state saved under ``manifest``, after checking its size and sha256."""
+    data = _verified(manifest)
     try:
         return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except Exception as err:  # e.g. pickled objects, which weights_only refuses to build
@@ -105,9 +113,28 @@ def latest(folder: Path) -> tuple[Path, dict[str, Any]] | None:
 
 
 def latest_step(folder: Path) -> int | None:
-    """The step of the newest checkpoint, by name only (for messages; ``latest`` verifies it)."""
-    found = manifests(folder)
-    return int(NAME.match(found[0].name).group(1)) if found else None
+    """The step a run will resume from: that of the newest checkpoint whose files are whole (manifest of the
+    right shape, size and sha256 matching), as :func:`latest` will pick it; quietly, since ``latest`` warns."""
+    for manifest in manifests(folder):
+        try:
+            _verified(manifest)
+        except CorruptCheckpoint:
+            continue
+        return int(NAME.match(manifest.name).group(1))
+    return None
+
+
+def load_initial(model_cls: type, saved: Path) -> Any:
+    """The run's saved initial model (``checkpoints/model``), or None when it cannot be loaded: then the
+    checkpoints, whose weights belong to its vocabulary, are useless too, so the folder is cleared (with a
+    warning) and the run starts over cleanly."""
+    try:
+        return model_cls.load(saved)
+    except Exception as err:  # any plugin's loader: truncated weights, bad JSON, missing files
+        log.warning("The saved initial model %s cannot be loaded (%s: %s); its checkpoints belong to it, so the "
+                    "run starts over", saved, type(err).__name__, err)
+        clear(Path(saved).parent)
+        return None
 
 
 def clear(folder: Path) -> None:

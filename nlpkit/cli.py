@@ -20,6 +20,11 @@ class _Group(click.Group):
         except NlpkitError as err:
             click.secho(f"Error: {err}", fg="red", err=True)
             sys.exit(getattr(err, "exit_code", 2))  # a run stopped by SIGTERM exits 128 + 15
+        except OSError as err:  # a file fault no narrower handler caught (e.g. a full disk under a plugin's save)
+            from nlpkit.runs import disk_error
+
+            click.secho(f"Error: {disk_error(err, err.filename or '(a file)', 'write or read')}", fg="red", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=_Group)
@@ -105,7 +110,10 @@ def plugins(as_json: bool, options_of: str | None) -> None:
         "datasets": {n: {"source": reg.sources[("datasets", n)], "kind": c.kind} for n, c in reg.datasets.items()},
         "metrics": {n: {"source": reg.sources[("metrics", n)]} for n in reg.metrics},
         "failed": reg.failed,
+        "clashes": {f"{kind[:-1]} {name}": sources for (kind, name), sources in reg.clashes.items()},
     }
+    for (kind, name), sources in reg.clashes.items():  # listed with every source; unusable until one goes
+        info[kind][name]["source"] = " and ".join(sources) + " (clash)"
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -121,6 +129,9 @@ def plugins(as_json: bool, options_of: str | None) -> None:
         click.echo(f"  {m:<14}" + "".join(f"{'yes' if reg.tasks[t].kind in cls.serves else '-':>16}" for t in tasks))
     for name, err in reg.failed.items():
         click.secho(f"Failed to load plugin '{name}': {err}", fg="yellow")
+    for (kind, name), sources in reg.clashes.items():
+        click.secho(f"Clash: the {kind[:-1]} '{name}' is registered by {' and '.join(sources)}; a recipe naming it "
+                    "fails until one is uninstalled (everything else works)", fg="yellow")
 
 
 @main.command("new-plugin")

@@ -26,7 +26,7 @@ from nlpkit.errors import NlpkitError
 from nlpkit.hardware import device_description, peak_memory_mb
 from nlpkit.plugins import Registry, registry
 from nlpkit.recipe import COSMETIC, Recipe, RunSpec, TaskEntry, flatten
-from nlpkit.runs import MetricsLog, is_finished, run_lock, write_json, write_jsonl, write_yaml
+from nlpkit.runs import MetricsLog, disk_errors, is_finished, run_lock, write_json, write_jsonl, write_yaml
 from nlpkit.training import evaluate, make_accelerator, predict, start_model, train
 
 SPLITS = ("train", "validation", "test")
@@ -144,7 +144,8 @@ def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = Non
             "argv": sys.argv,
         }
         if main:
-            model.save(folder / "model")
+            with disk_errors(folder / "model"):
+                model.save(folder / "model")
             write_jsonl(folder / "predictions.jsonl",
                         [task.record(i, ex, p) for i, (ex, p) in enumerate(zip(test_ex, predictions))])
             write_json(folder / "results.json", results)  # last: marks the run finished

@@ -33,9 +33,17 @@ class Registry:
     metrics: dict[str, Callable[[list[dict], list[dict]], float]] = field(default_factory=dict)
     sources: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> "dist version"
     failed: dict[str, str] = field(default_factory=dict)  # entry point -> error
+    # (kind, name) -> every source registering that name, when there are several: the name is unusable
+    # (which one a recipe meant is unknowable), everything else stays usable.
+    clashes: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
     def get(self, kind: str, name: str) -> type:
         table = getattr(self, kind)
+        if (kind, name) in self.clashes:
+            raise NlpkitError(
+                f"Two plugins register the {kind[:-1]} '{name}': {' and '.join(self.clashes[(kind, name)])}; "
+                "uninstall one of these packages, or load one with NLPKIT_PLUGINS=<entry point>,..."
+            )
         if name not in table:
             raise not_found(kind, name, table)
         return table[name]
@@ -68,7 +76,7 @@ def _manager() -> tuple[pluggy.PluginManager, dict[str, str], dict[str, str]]:
         try:
             pm.register(ep.load(), name=ep.name)
             pm.check_pending()  # a misspelt hook name in this plugin
-        except Exception as err:  # a broken plugin must not take the others down
+        except (Exception, SystemExit) as err:  # a broken plugin (even one calling sys.exit) must not stop the others
             if strict:
                 raise NlpkitError(f"Plugin '{ep.name}' ({dist}) failed to load: {err!r}") from err
             failed[ep.name] = f"{type(err).__name__}: {err}"
@@ -81,44 +89,71 @@ def _manager() -> tuple[pluggy.PluginManager, dict[str, str], dict[str, str]]:
 
 
 def load_registry() -> Registry:
-    """Load every plugin and collect what they register. Duplicate names are an error naming both sources."""
+    """Load every plugin and collect what they register. A plugin whose hook raises (or exits) is skipped
+    whole, like one that fails to import; a name registered twice is a clash, named with both sources,
+    that only a recipe naming it runs into."""
     pm, dists, failed = _manager()
     registry = Registry(failed=failed)
-    for kind, base in KINDS.items():
-        hook = getattr(pm.hook, f"register_{kind}")
+    owners: dict[tuple[str, str], str] = {}  # (kind, name) -> the entry point that registered it
+    hooks = [(kind, getattr(pm.hook, f"register_{kind}")) for kind in KINDS] + [("metrics", pm.hook.register_metrics)]
+    for kind, hook in hooks:
         for impl in hook.get_hookimpls():
+            if impl.plugin_name in failed:
+                continue
             source = dists.get(impl.plugin_name, impl.plugin_name)
-
-            def register(cls: type, kind: str = kind, base: type = base, source: str = source) -> None:
-                if not (isinstance(cls, type) and issubclass(cls, base)):
-                    raise NlpkitError(f"Plugin {source} registered {cls!r} as {kind[:-1]}: not a subclass of {base}")
-                name = cls.name
+            staged: list[tuple[str, object]] = []  # committed only if the whole hook succeeds
+            try:
+                impl.function(register=_registrar(kind, source, staged))
+            except (Exception, SystemExit) as err:
+                if os.environ.get("NLPKIT_STRICT_PLUGINS", "") not in ("", "0", "false"):
+                    raise NlpkitError(f"Plugin '{impl.plugin_name}' ({source}) failed to register: {err!r}") from err
+                failed[impl.plugin_name] = f"{type(err).__name__}: {err}"
+                print(f"nlpkit: skipping plugin '{impl.plugin_name}' ({source}): register_{kind} raised "
+                      f"{type(err).__name__}: {err}", file=sys.stderr)
+                _forget(registry, owners, impl.plugin_name)
+                continue
+            for name, obj in staged:
                 table = getattr(registry, kind)
                 if name in table:
-                    raise NlpkitError(
-                        f"Two plugins register the {kind[:-1]} '{name}': {registry.sources[(kind, name)]} and {source}"
-                    )
-                if kind == "models" and set(cls.serves) - set(TASK_KINDS):
-                    raise NlpkitError(f"Model '{name}' ({source}) serves unknown task kinds {cls.serves}")
-                table[name] = cls
+                    first = registry.sources[(kind, name)]
+                    registry.clashes.setdefault((kind, name), [first]).append(source)
+                    continue
+                table[name] = obj
                 registry.sources[(kind, name)] = source
-
-            impl.function(register=register)
-    for impl in pm.hook.register_metrics.get_hookimpls():
-        source = dists.get(impl.plugin_name, impl.plugin_name)
-
-        def register_metric(name: str, fn: Callable, source: str = source) -> None:
-            if not isinstance(name, str) or not callable(fn):
-                raise NlpkitError(f"Plugin {source} registered metric {name!r}: expected register(name, callable)")
-            if name in registry.metrics:
-                raise NlpkitError(f"Two plugins register the metric '{name}': "
-                                  f"{registry.sources[('metrics', name)]} and {source}")
-            registry.metrics[name] = fn
-            registry.sources[("metrics", name)] = source
-
-        impl.function(register=register_metric)
+                owners[(kind, name)] = impl.plugin_name
     _registry_cache["pm"] = pm
     return registry
+
+
+def _registrar(kind: str, source: str, staged: list[tuple[str, object]]) -> Callable:
+    """The ``register`` callable handed to one plugin's hook: checks what it is given, stages it."""
+    if kind == "metrics":
+        def register_metric(name: str, fn: Callable) -> None:
+            if not isinstance(name, str) or not callable(fn):
+                raise NlpkitError(f"Plugin {source} registered metric {name!r}: expected register(name, callable)")
+            staged.append((name, fn))
+
+        return register_metric
+    base = KINDS[kind]
+
+    def register(cls: type) -> None:
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise NlpkitError(f"Plugin {source} registered {cls!r} as {kind[:-1]}: not a subclass of {base}")
+        if not isinstance(getattr(cls, "name", None), str):
+            raise NlpkitError(f"Plugin {source} registered {cls!r} without a 'name'")
+        if kind == "models" and set(cls.serves) - set(TASK_KINDS):
+            raise NlpkitError(f"Model '{cls.name}' ({source}) serves unknown task kinds {cls.serves}")
+        staged.append((cls.name, cls))
+
+    return register
+
+
+def _forget(registry: Registry, owners: dict[tuple[str, str], str], plugin: str) -> None:
+    """Drop what an earlier hook of a plugin that has now failed registered (a broken plugin is skipped whole)."""
+    for kind, name in [key for key, owner in owners.items() if owner == plugin]:
+        getattr(registry, kind).pop(name, None)
+        registry.sources.pop((kind, name), None)
+        del owners[(kind, name)]
 
 
 _registry_cache: dict[str, object] = {}

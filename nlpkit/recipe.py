@@ -18,63 +18,114 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from nlpkit.contract import Options
 from nlpkit.errors import NlpkitError, did_you_mean
 from nlpkit.plugins import Registry
 
+# Names that become parts of paths (the recipe's name, model entry labels, task and dataset names) must be
+# plain names, so that no recipe can write outside its output and report folders: no separators, no "..",
+# nothing absolute, nothing hidden.
+NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter, digit or '_', at most 100 characters"
+_PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+
+
+def plain_name(value: str) -> str:
+    """``value`` if it is safe as one path component (see ``NAME_RULE``), else a ValueError that says why."""
+    if not isinstance(value, str) or not _PLAIN.fullmatch(value):
+        raise ValueError(f"{value!r} is not a plain name: use {NAME_RULE} (it becomes a folder name)")
+    return value
+
+
+PlainName = Annotated[str, AfterValidator(plain_name)]
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1, strict=True)]  # numpy's seed range; strict: no bools
+SeedList = Annotated[list[Seed], Field(min_length=1)]
+
+
+def _distinct(seeds: list[int]) -> list[int]:
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds repeat ({seeds}): two runs would share one folder")
+    return seeds
+
+
+Seeds = Annotated[SeedList, AfterValidator(_distinct)]
+_SEEDS = TypeAdapter(Seeds)
+
+
+def _positive(default: float, description: str) -> Any:
+    return Field(default, gt=0, allow_inf_nan=False, description=description)
+
 
 class TrainOptions(Options):
-    """The one shared training recipe; any model entry may override any of these."""
+    """The one shared training recipe; any model entry may override any of these. Every field's range is
+    checked when the recipe is read, before any run folder exists."""
 
-    epochs: float = 3
-    max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs)
-    batch_size: int = 32
-    max_tokens: int | None = None  # token budget per batch (padded tokens) instead of a fixed batch size
-    eval_batch_size: int | None = None  # default: 2 x batch_size
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup: float = 0.06  # fraction of the steps spent warming the learning rate up
-    grad_clip: float | None = 1.0
-    grad_accum: int = 1
-    eval_every: int | None = None  # evaluate every N steps; default: every epoch
-    log_every: int = 50
-    early_stopping: int | None = None  # stop after N evaluations without improvement
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    device: str = "auto"
-    checkpoint_every: int | None = None  # steps between resumable checkpoints
-    keep_checkpoints: int = 2
-    max_train_examples: int | None = None  # use only the first N training examples (quick runs)
-    max_eval_examples: int | None = None
-    progress: bool = True
-    threads: int | None = None  # CPU threads for this run (torch.set_num_threads); default: torch's, or cores / --jobs
+    epochs: float = _positive(3, "Passes over the training split (a fraction trains part of one); > 0.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides "
+                                  "epochs); >= 1, or null for no limit.")
+    batch_size: int = Field(32, ge=1, description="Training examples per batch (per process); >= 1.")
+    max_tokens: int | None = Field(None, ge=1, description="Token budget per batch (padded tokens) instead of a "
+                                   "fixed batch size; >= 1, or null to batch by batch_size.")
+    eval_batch_size: int | None = Field(None, ge=1, description="Examples per batch when evaluating; >= 1, or null "
+                                        "for 2 x batch_size.")
+    lr: float = _positive(1e-3, "Peak learning rate of AdamW (reached after warmup, then decayed linearly); > 0.")
+    weight_decay: float = Field(0.01, ge=0, allow_inf_nan=False, description="AdamW weight decay; >= 0.")
+    warmup: float = Field(0.06, ge=0, lt=1, allow_inf_nan=False, description="Fraction of the training steps spent "
+                          "warming the learning rate up from 0; in [0, 1).")
+    grad_clip: float | None = Field(1.0, gt=0, allow_inf_nan=False, description="Largest gradient norm (gradients "
+                                    "are scaled down to it); > 0, or null for no clipping.")
+    grad_accum: int = Field(1, ge=1, description="Batches whose gradients are summed per optimizer step; >= 1.")
+    eval_every: int | None = Field(None, ge=1, description="Evaluate on the validation split every N optimizer "
+                                   "steps; >= 1, or null for once per epoch.")
+    log_every: int = Field(50, ge=1, description="Log the training loss every N optimizer steps; >= 1.")
+    early_stopping: int | None = Field(None, ge=1, description="Stop after N evaluations without improvement; >= 1, "
+                                       "or null to train the full budget.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Arithmetic precision: auto (bf16 or fp16 where the device runs it fast, else fp32), "
+        "fp32, bf16 or fp16.")
+    device: str = Field("auto", min_length=1, description="Where to train: auto (a GPU when there is one), cpu, "
+                        "cuda, cuda:N or mps.")
+    checkpoint_every: int | None = Field(None, ge=1, description="Optimizer steps between resumable checkpoints; "
+                                         ">= 1, or null for none (a stop signal still writes one).")
+    keep_checkpoints: int = Field(2, ge=1, description="How many of the newest checkpoints to keep; >= 1.")
+    max_train_examples: int | None = Field(None, ge=1, description="Use only the first N training examples (quick "
+                                           "runs); >= 1, or null for all.")
+    max_eval_examples: int | None = Field(None, ge=1, description="Use only the first N validation and test "
+                                          "examples; >= 1, or null for all.")
+    progress: bool = Field(True, description="Show a progress bar while training: true or false.")
+    threads: int | None = Field(None, ge=1, description="CPU threads for this run (torch.set_num_threads); >= 1, or "
+                                "null for torch's default (cores / --jobs under --jobs).")
 
 
 class TaskEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str
-    dataset: str
-    data_dir: str | None = None  # default: $NLPKIT_DATA/<dataset>
-    dataset_options: dict[str, Any] = {}
-    options: dict[str, Any] = {}
+    name: PlainName = Field(description="The task plugin (e.g. classification, ner, translation).")
+    dataset: PlainName = Field(description="The dataset plugin (e.g. ag_news, conll2003, multi30k).")
+    data_dir: str | None = Field(None, min_length=1, description="Folder holding the dataset's files; default: "
+                                 "$NLPKIT_DATA/<dataset>.")
+    dataset_options: dict[str, Any] = Field({}, description="The dataset plugin's own options.")
+    options: dict[str, Any] = Field({}, description="The task plugin's own options.")
 
 
 class RecipeSchema(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str | None = None
-    output: str = "runs"
-    reports: str = "reports"
+    name: PlainName | None = Field(None, description="The recipe's name: runs go to <output>/<name>/, reports to "
+                                   "<reports>/<name>/; default: the file's stem.")
+    output: str = Field("runs", min_length=1, description="Folder for run folders.")
+    reports: str = Field("reports", min_length=1, description="Folder for reports.")
     task: TaskEntry | None = None
     tasks: list[TaskEntry] = []
-    models: dict[str, dict[str, Any] | None]
+    models: dict[PlainName, dict[str, Any] | None]
     train: TrainOptions = TrainOptions()
-    seeds: list[int] = [1]
+    seeds: Seeds = [1]
 
 
 @dataclass
@@ -151,24 +202,102 @@ class Recipe:
 # --- reading ------------------------------------------------------------------------------------
 
 
-def _line_map(text: str) -> dict[tuple, int]:
-    """Map each key path in the YAML document to its 1-based line number."""
+MAX_VALUES = 100_000  # values a recipe may hold once its aliases are expanded (real recipes: a few hundred)
+
+
+def _where_node(label: str, node: yaml.Node) -> str:
+    return f"{label}, line {node.start_mark.line + 1}"
+
+
+def _expanded_size(root: yaml.Node, label: str) -> None:
+    """Refuse a document whose aliases expand to more than ``MAX_VALUES`` values ("billion laughs") or refer
+    to themselves, counting each node once (memoized), so the check costs the size of the text, not of the
+    expansion."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in open_nodes:
+            raise NlpkitError(f"{_where_node(label, node)}: an alias refers to a value that contains it "
+                              "(a recursive alias); write the value out instead")
+        open_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(item) for item in node.value)
+        else:
+            total = 1
+        open_nodes.discard(id(node))
+        if total > MAX_VALUES:
+            raise NlpkitError(f"{_where_node(label, node)}: aliases expand this value to more than {MAX_VALUES:,} "
+                              "values (nested aliases); a recipe needs far fewer: write the values out")
+        sizes[id(node)] = total
+        return total
+
+    size(root)
+
+
+def _line_map(root: yaml.Node | None, label: str) -> dict[tuple, int]:
+    """Map each key path of the composed document to its 1-based line number, and refuse a key given twice in
+    one mapping (YAML would silently keep the last). Each node is walked once: a path reached through an
+    alias is placed at the alias's key by :class:`_Where`'s prefix lookup."""
     lines: dict[tuple, int] = {}
+    seen: set[int] = set()
 
     def walk(node: yaml.Node, path: tuple) -> None:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
             for key, value in node.value:
-                lines[path + (key.value,)] = key.start_mark.line + 1
+                if not isinstance(key, yaml.ScalarNode) or key.value == "<<":  # merge keys may repeat
+                    continue
+                line = key.start_mark.line + 1
+                if key.value in first:
+                    shown = ".".join(str(p) for p in path + (key.value,))
+                    raise NlpkitError(f"{label}, line {line}: key '{shown}' is given twice (lines {first[key.value]} "
+                                      f"and {line}); keep one")
+                first[key.value] = line
+                lines[path + (key.value,)] = line
                 walk(value, path + (key.value,))
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
                 lines[path + (i,)] = item.start_mark.line + 1
                 walk(item, path + (i,))
 
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
     if root is not None:
         walk(root, ())
     return lines
+
+
+class _Loader(yaml.SafeLoader):
+    """yaml.SafeLoader (no Python tags), composed once so that aliases can be bounded before anything is
+    constructed."""
+
+
+def load_yaml(text: str, label: str) -> tuple[Any, dict[tuple, int]]:
+    """Parse YAML ``text`` (from ``label``: a file or ``--set ...``): (value, {key path: line}). Bad YAML,
+    alias bombs, recursive aliases, repeated keys and absurd nesting are NlpkitErrors naming ``label``."""
+    loader = None
+    try:
+        loader = _Loader(text)  # refuses control characters here
+        root = loader.get_single_node()
+        if root is None:
+            return None, {}
+        _expanded_size(root, label)
+        lines = _line_map(root, label)
+        return loader.construct_document(root), lines
+    except yaml.YAMLError as err:
+        detail = str(err).replace('in "<unicode string>", ', "")
+        raise NlpkitError(f"{label}: not valid YAML: {detail}") from None
+    except RecursionError:
+        raise NlpkitError(f"{label}: values nested too deeply to be a recipe") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 class _Where:
@@ -190,14 +319,15 @@ class _Where:
 def _validation_error(err: ValidationError, where: _Where, model: type[BaseModel], prefix: tuple = ()) -> NlpkitError:
     messages = []
     for e in err.errors():
-        loc = prefix + tuple(e["loc"])
+        loc = prefix + tuple(p for p in e["loc"] if p != "[key]")  # a mapping's key itself (e.g. a model label)
+        e["msg"] = e["msg"].removeprefix("Value error, ")
         key = ".".join(str(p) for p in loc)
         if e["type"] == "extra_forbidden":
             valid = _valid_keys(model, tuple(e["loc"])[:-1])
             hint = did_you_mean(str(loc[-1]), valid)
             messages.append(f"{where(loc)}: unknown key '{key}'.{hint} Valid keys: {', '.join(valid)}")
         else:
-            messages.append(f"{where(loc)}: '{key}': {e['msg']} (got {e.get('input')!r})")
+            messages.append(f"{where(loc)}: '{key}': {e['msg']} (got {reprlib.repr(e.get('input'))})")
     return NlpkitError("Invalid recipe:\n  " + "\n  ".join(messages))
 
 
@@ -219,22 +349,34 @@ def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
 
 
 def parse_override(item: str) -> tuple[tuple[str, ...], Any]:
+    """``key.path=value`` -> (("key", "path"), value parsed as YAML); anything malformed blamed on the ``--set``."""
     if "=" not in item:
         raise NlpkitError(f"--set {item}: expected key.path=value, e.g. --set train.lr=3e-5")
     key, _, value = item.partition("=")
-    return tuple(key.strip().split(".")), yaml.safe_load(value) if value.strip() else None
+    path = tuple(part.strip() for part in key.strip().split("."))
+    if not all(path):
+        raise NlpkitError(f"--set {item}: '{key}' is not a key path (names joined by dots, e.g. train.lr)")
+    return path, load_yaml(value, f"--set {item}")[0] if value.strip() else None
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict[tuple, str]:
-    """Set each ``key.path=value`` in ``raw`` (in place); returns {path: original text} for error messages."""
+    """Set each ``key.path=value`` in ``raw`` (in place); returns {path: original text} for error messages,
+    for the set path and every mapping the override had to create, so that an error about a key that exists
+    only because of a ``--set`` is blamed on that ``--set``."""
     origin: dict[tuple, str] = {}
     for item in overrides:
         path, value = parse_override(item)
-        node = raw
-        for part in path[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
+        node: Any = raw
+        for depth, part in enumerate(path[:-1]):
+            here = path[: depth + 1]
+            child = node.get(part) if isinstance(node, dict) else None
+            if child is None:
+                node[part] = child = {}
+                origin.setdefault(here, item)
+            elif not isinstance(child, dict):
+                raise NlpkitError(f"--set {item}: '{'.'.join(here)}' holds {type(child).__name__} "
+                                  f"{child!r}, not keys, so it has no '{path[depth + 1]}'")
+            node = child
         node[path[-1]] = value
         origin[path] = item
     return origin
@@ -245,18 +387,26 @@ def load_recipe(path: str | Path, overrides: list[str] = (), registry: Registry 
     path = Path(path)
     if not path.exists():
         raise NlpkitError(f"Recipe not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    if not path.is_file():
+        raise NlpkitError(f"{path}: not a recipe file (a folder?)")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise NlpkitError(f"{path}: cannot read the recipe: {err.strerror or err}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise NlpkitError(f"{path}, line {line}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); "
+                          "a recipe is a YAML text file saved as UTF-8") from None
     return parse_recipe(text, path, overrides, registry)
 
 
 def parse_recipe(
     text: str, path: Path | None = None, overrides: list[str] = (), registry: Registry | None = None
 ) -> Recipe:
-    try:
-        raw = yaml.safe_load(text) or {}
-        lines = _line_map(text)
-    except yaml.YAMLError as err:
-        raise NlpkitError(f"{path or 'recipe'}: not valid YAML: {err}") from err
+    raw, lines = load_yaml(text, str(path or "recipe"))
+    raw = raw if raw is not None else {}
     if not isinstance(raw, dict):
         raise NlpkitError(f"{path or 'recipe'}: a recipe is a mapping of keys (name, task, models, train, seeds)")
     origin = apply_overrides(raw, list(overrides))
@@ -271,12 +421,28 @@ def parse_recipe(
     if not schema.models:
         raise NlpkitError(f"{where(('models',))}: the recipe names no models")
     name = schema.name or (path.stem if path else "recipe")
+    try:
+        plain_name(name)
+    except ValueError as err:
+        raise NlpkitError(f"{path}: the recipe has no 'name' and its file name cannot be one: {err}; "
+                          "add a 'name:' key") from None
     if registry is None:
         from nlpkit.plugins import registry as load
 
         registry = load()
     runs = expand(name, schema, tasks, registry, where)
-    return Recipe(name=name, path=path, schema=schema, runs=runs, reports=Path(schema.reports) / name)
+    reports = Path(schema.reports) / name
+    for folder, base in [(spec.folder, spec.output) for spec in runs] + [(reports, Path(schema.reports))]:
+        _inside(folder, base)
+    return Recipe(name=name, path=path, schema=schema, runs=runs, reports=reports)
+
+
+def _inside(folder: Path, base: Path) -> None:
+    """The last guard of the rule that a recipe writes only below its output and report folders (plain
+    names already ensure it; this keeps it true whatever builds a path)."""
+    resolved, root = Path(folder).resolve(), Path(base).resolve()
+    if resolved == root or root not in resolved.parents:
+        raise NlpkitError(f"{folder} would be written outside {base}: names in a recipe must be plain names")
 
 
 def expand(name: str, schema: RecipeSchema, tasks: list[TaskEntry], registry: Registry, where: _Where) -> list[RunSpec]:
@@ -308,8 +474,12 @@ def expand(name: str, schema: RecipeSchema, tasks: list[TaskEntry], registry: Re
             plugin = options.pop("model", label)
             mloc = ("models", label)
             seeds = options.pop("seeds", schema.seeds)  # a model entry may run its own seeds (slow models: fewer)
-            if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
-                problems.append(f"{where(mloc + ('seeds',))}: 'models.{label}.seeds' must be a list of integers")
+            try:
+                seeds = _SEEDS.validate_python(seeds)
+            except ValidationError as err:
+                why = "; ".join(e["msg"] for e in err.errors())
+                problems.append(f"{where(mloc + ('seeds',))}: 'models.{label}.seeds' must be a list of integers "
+                                f"from 0 to 2**32-1, each once (got {seeds!r}: {why})")
                 continue
             try:
                 model_cls = registry.model(plugin)
@@ -352,7 +522,7 @@ def _model_entry_error(err: ValidationError, where: _Where, mloc: tuple, model_c
             messages.append(f"{where(loc)}: unknown key '{key}' for model '{model_cls.name}'.{hint} "
                             f"Valid keys: {', '.join(valid)}")
         else:
-            messages.append(f"{where(loc)}: '{key}': {e['msg']} (got {e.get('input')!r})")
+            messages.append(f"{where(loc)}: '{key}': {e['msg']} (got {reprlib.repr(e.get('input'))})")
     return "\n  ".join(messages)
 
 

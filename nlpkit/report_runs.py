@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nlpkit.errors import NlpkitError
+from nlpkit.runs import results_problem
 
 Run = dict[str, Any]
 
@@ -57,12 +58,12 @@ def load_runs(paths: Iterable[str | Path]) -> tuple[list[Run], list[Path]]:
         print(f"skipping unfinished run {path}", file=sys.stderr)
     runs = []
     for path in finished:
-        try:
-            results = json.loads((path / "results.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            print(f"skipping run with unreadable results.json {path}: {error}", file=sys.stderr)
+        problem = results_problem(path / "results.json")  # empty, not JSON, or not a results object
+        if problem:
+            print(f"skipping run {path}: its results.json is {problem}", file=sys.stderr)
             skipped.append(path)
             continue
+        results = json.loads((path / "results.json").read_text(encoding="utf-8"))
         runs.append(normalize({**results, "run_dir": str(path)}))
     return runs, skipped
 

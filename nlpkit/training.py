@@ -43,7 +43,7 @@ from nlpkit.contract import Model, Task
 from nlpkit.errors import NlpkitError
 from nlpkit.hardware import keep_freed_memory, resolve_device, resolve_precision
 from nlpkit.recipe import TrainOptions
-from nlpkit.runs import MetricsLog
+from nlpkit.runs import MetricsLog, disk_errors
 
 MIXED = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
@@ -94,15 +94,16 @@ def start_model(model_cls: type[Model], create: Callable[[], Model], checkpoints
     state = PartialState(cpu=resolve_device(device).type == "cpu")
     # The main process looks (after clearing what --restart clears) and tells the others: were they to look
     # for themselves, one could see the copy the main process is about to write and skip the barrier below.
-    if broadcast_object_list([saved.is_dir() if state.is_main_process else None])[0]:
-        return model_cls.load(saved)
-    model = None
+    model = ckpt.load_initial(model_cls, saved) if state.is_main_process and saved.is_dir() else None
+    if broadcast_object_list([model is not None if state.is_main_process else None])[0]:
+        return model if model is not None else model_cls.load(saved)
     if state.is_main_process:
         model = create()
         partial = saved.with_name(".model.tmp")
         shutil.rmtree(partial, ignore_errors=True)
-        model.save(partial)
-        partial.rename(saved)  # complete or absent
+        with disk_errors(partial):
+            model.save(partial)
+            partial.rename(saved)  # complete or absent
     state.wait_for_everyone()
     return model if model is not None else model_cls.load(saved)
 

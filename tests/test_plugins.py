@@ -227,21 +227,58 @@ def test_misspelt_hook_is_caught_and_named(site, tmp_path, capsys):
     assert "skipping plugin 'typo'" in capsys.readouterr().err
 
 
-def test_two_plugins_with_one_name_is_an_error_naming_both(site, tmp_path):
+def _clash_answers(reg, kind: str, name: str, *sources: str) -> str:
+    """The clashing name fails only when asked for, naming every source; returns the message."""
+    with pytest.raises(NlpkitError) as err:
+        reg.get(kind, name)
+    msg = str(err.value)
+    assert f"Two plugins register the {kind[:-1]} '{name}'" in msg and all(s in msg for s in sources), msg
+    return msg
+
+
+def test_two_plugins_with_one_name_clash_only_where_named(site, tmp_path):
     install(site, tmp_path, "nlpkit-bag", {"nlpkit_bag": MODEL.format(name="bag")}, {"bag": "nlpkit_bag"})
     install(site, tmp_path, "other-bag", {"other_bag": MODEL.format(name="bag")}, {"other_bag": "other_bag"})
-    with pytest.raises(NlpkitError) as err:
-        load_registry()
-    msg = str(err.value)
-    assert "Two plugins register the model 'bag'" in msg and "nlpkit-bag 0.3.0" in msg and "other-bag 0.3.0" in msg
+    reg = load_registry()  # does not stop: everything else stays usable
+    assert reg.model("lstm") and reg.task("classification")
+    _clash_answers(reg, "models", "bag", "nlpkit-bag 0.3.0", "other-bag 0.3.0")
+    listing = CliRunner().invoke(main, ["plugins"])
+    assert listing.exit_code == 0, listing.output
+    row = next(line for line in listing.output.splitlines() if line.strip().startswith("bag "))
+    assert "nlpkit-bag 0.3.0" in row and "other-bag 0.3.0" in row
+    assert "Clash: the model 'bag' is registered by" in listing.output
+    as_json = json.loads(CliRunner().invoke(main, ["plugins", "--json"]).output)
+    assert sorted(as_json["clashes"]["model bag"]) == ["nlpkit-bag 0.3.0", "other-bag 0.3.0"]
+    recipe = tmp_path / "third.yaml"
+    recipe.write_text(RECIPE.format(out=tmp_path))
+    with pytest.raises(NlpkitError, match=r"third.yaml, line 9: Two plugins register the model 'bag'"):
+        load_recipe(recipe)
+    load_recipe(recipe, ["models={lstm: {}}"])  # a recipe not naming it is fine
 
 
-def test_shadowing_a_builtin_name_is_an_error_too(site, tmp_path):
+def test_shadowing_a_builtin_name_clashes_too(site, tmp_path):
     install(site, tmp_path, "nlpkit-mylstm", {"nlpkit_mylstm": MODEL.format(name="lstm")}, {"mylstm": "nlpkit_mylstm"})
-    with pytest.raises(NlpkitError) as err:  # in entry-point discovery order
-        load_registry()
-    assert "Two plugins register the model 'lstm'" in str(err.value)
-    assert "nlpkit-mylstm 0.3.0" in str(err.value) and "nlpkit 0.1.0" in str(err.value)
+    reg = load_registry()
+    _clash_answers(reg, "models", "lstm", "nlpkit-mylstm 0.3.0", "nlpkit 0.1.0")
+    assert reg.model("bert")
+
+
+@pytest.mark.parametrize("where", ["import", "hook"])
+@pytest.mark.parametrize("how", ["raise SystemExit(3)", "import sys; sys.exit()", "raise RuntimeError('boom')",
+                                 "register(int)"])
+def test_a_plugin_that_exits_or_raises_is_skipped_like_any_broken_plugin(site, tmp_path, capsys, where, how):
+    if where == "import":
+        if how.startswith("register"):
+            return  # only meaningful inside the hook
+        source = f"{how}\n"
+    else:  # a hook that registers one model, then fails: nothing of it may stay
+        source = MODEL.format(name="half") + "\n\n@nlpkit.hookimpl\ndef register_tasks(register):\n    " + how + "\n"
+    install(site, tmp_path, "nlpkit-bad", {"nlpkit_bad": source}, {"bad": "nlpkit_bad"})
+    reg = load_registry()
+    assert "bad" in reg.failed and "half" not in reg.models and "lstm" in reg.models
+    assert "skipping plugin 'bad'" in capsys.readouterr().err
+    listing = CliRunner().invoke(main, ["plugins"])
+    assert listing.exit_code == 0 and "Failed to load plugin 'bad'" in listing.output and "lstm" in listing.output
 
 
 METRIC = '''
@@ -267,9 +304,7 @@ def test_metrics_are_registered_and_duplicates_named(site, tmp_path):
     with pytest.raises(NlpkitError, match="Did you mean 'share_of_zero'"):
         reg.metric("share_of_zeros")
     install(site, tmp_path, "nlpkit-m2", {"nlpkit_m2": METRIC}, {"m2": "nlpkit_m2"})
-    with pytest.raises(NlpkitError, match="Two plugins register the metric 'share_of_zero': nlpkit-m. 0.3.0 and "
-                                          "nlpkit-m. 0.3.0"):
-        load_registry()
+    _clash_answers(load_registry(), "metrics", "share_of_zero", "nlpkit-m1 0.3.0", "nlpkit-m2 0.3.0")
 
 
 # ----------------------------------------------------------------------------------- the example package
