@@ -15,31 +15,16 @@ RECURRENT = {"vocab_size": 200, "embedding_dim": 32, "hidden_size": 32, "dropout
              "label_smoothing": 0.0}
 
 
-# huggingface/tokenizers#1794 (open): BPE/WordPiece training iterates a hash map, so the same texts can give a
-# different vocabulary in another run; the recurrent plugins' subword vocabularies (classification, seq2seq)
-# inherit that, and the kit's same-seed check sees it. Tagging uses a word vocabulary and is reproducible.
-SUBWORD_VOCAB_NOT_REPRODUCIBLE = pytest.mark.xfail(
-    reason="subword vocabulary training is not deterministic (huggingface/tokenizers#1794)", strict=False)
-
-
 class TestLstm(ModelKit):
     plugin = "lstm"
     options = RECURRENT
     lr = 1e-2
-
-    @SUBWORD_VOCAB_NOT_REPRODUCIBLE
-    def test_same_seed_same_result(self, model_cls, kind, plugin_options):
-        super().test_same_seed_same_result(model_cls, kind, plugin_options)
 
 
 class TestAttention(ModelKit):
     plugin = "attention"
     options = {**RECURRENT, "attention_size": 16}
     lr = 1e-2
-
-    @SUBWORD_VOCAB_NOT_REPRODUCIBLE
-    def test_same_seed_same_result(self, model_cls, kind, plugin_options):
-        super().test_same_seed_same_result(model_cls, kind, plugin_options)
 
 
 @pytest.fixture(scope="session")
