@@ -27,21 +27,6 @@ class TestAttention(ModelKit):
     lr = 1e-2
 
 
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory):
-    """A 2-layer, 32-wide randomly initialised BERT with MiniLM's tokenizer, saved to a folder: the bert plugin
-    accepts a folder as ``pretrained``, so the kit checks the real code path in seconds."""
-    from nlpkit_plugins.models.bert import resolve_pretrained
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                        max_position_embeddings=128)
-    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(resolve_pretrained("minilm")).save_pretrained(folder)
-    return str(folder)
-
-
 class TestBert(ModelKit):
     plugin = "bert"
     lr = 5e-3
