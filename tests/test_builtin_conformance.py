@@ -15,46 +15,16 @@ RECURRENT = {"vocab_size": 200, "embedding_dim": 32, "hidden_size": 32, "dropout
              "label_smoothing": 0.0}
 
 
-# huggingface/tokenizers#1794 (open): BPE/WordPiece training iterates a hash map, so the same texts can give a
-# different vocabulary in another run; the recurrent plugins' subword vocabularies (classification, seq2seq)
-# inherit that, and the kit's same-seed check sees it. Tagging uses a word vocabulary and is reproducible.
-SUBWORD_VOCAB_NOT_REPRODUCIBLE = pytest.mark.xfail(
-    reason="subword vocabulary training is not deterministic (huggingface/tokenizers#1794)", strict=False)
-
-
 class TestLstm(ModelKit):
     plugin = "lstm"
     options = RECURRENT
     lr = 1e-2
-
-    @SUBWORD_VOCAB_NOT_REPRODUCIBLE
-    def test_same_seed_same_result(self, model_cls, kind, plugin_options):
-        super().test_same_seed_same_result(model_cls, kind, plugin_options)
 
 
 class TestAttention(ModelKit):
     plugin = "attention"
     options = {**RECURRENT, "attention_size": 16}
     lr = 1e-2
-
-    @SUBWORD_VOCAB_NOT_REPRODUCIBLE
-    def test_same_seed_same_result(self, model_cls, kind, plugin_options):
-        super().test_same_seed_same_result(model_cls, kind, plugin_options)
-
-
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory):
-    """A 2-layer, 32-wide randomly initialised BERT with MiniLM's tokenizer, saved to a folder: the bert plugin
-    accepts a folder as ``pretrained``, so the kit checks the real code path in seconds."""
-    from nlpkit_plugins.models.bert import resolve_pretrained
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                        max_position_embeddings=128)
-    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(resolve_pretrained("minilm")).save_pretrained(folder)
-    return str(folder)
 
 
 class TestBert(ModelKit):

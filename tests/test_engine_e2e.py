@@ -6,10 +6,12 @@ import re
 import textwrap
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from nlpkit.cli import main
 from nlpkit.engine import load_splits
+from nlpkit.hardware import cpu_name, device_description
 from nlpkit.plugins import registry
 from nlpkit.predict import load_run, predict_examples
 from nlpkit.recipe import TaskEntry
@@ -26,7 +28,7 @@ models:
   lstm: {{vocab_size: 300, embedding_dim: 16, hidden_size: 16}}
   attention: {{vocab_size: 300, embedding_dim: 16, hidden_size: 16, attention_size: 8}}
   bert: {{max_length: 24, lr: 5.0e-5, max_steps: 4}}
-train: {{epochs: 2, batch_size: 16, log_every: 2, progress: false}}
+train: {{epochs: 2, batch_size: 16, log_every: 2, progress: false, precision: fp32}}
 seeds: [1]
 """
 
@@ -51,13 +53,14 @@ def test_run_folder_contents(finished, model):
     res = json.loads((folder / "results.json").read_text())
     assert res["model"] == model and res["seed"] == 1 and res["task"] == "classification"
     assert 0.0 <= res["test"]["accuracy"] <= 1.0 and "macro_f1" in res["test"]
-    assert res["validation"]["accuracy"] >= 0.0 and res["parameters"] > 0
-    assert res["train_examples_per_s"] > 0 and res["peak_memory_mb"] > 0 and res["precision"] in ("fp32", "bf16")
-    assert "AMD" in res["device"] or "Intel" in res["device"] or res["device"]
+    assert res["parameters"] > 0
+    assert res["train_examples_per_s"] > 0 and res["peak_memory_mb"] > 0 and res["precision"] == "fp32"
+    assert res["device"] == device_description(torch.device("cpu")) and cpu_name() in res["device"]
     assert len(res["test_details"]["confusion_matrix"]) == 4
     logs = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert any(r["split"] == "train" and "loss" in r for r in logs)
-    assert any(r["split"] == "validation" and "accuracy" in r for r in logs)
+    validation = [r for r in logs if r["split"] == "validation"]
+    assert validation and max(r["accuracy"] for r in validation) == res["validation"]["accuracy"]  # the best one
     preds = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 32 and {"text", "label", "prediction"} <= set(preds[0])
 

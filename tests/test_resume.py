@@ -1,4 +1,5 @@
-"""Checkpoints and exact resume: a run killed with SIGKILL at a random step and run again ends exactly like
+"""Checkpoints and exact resume: a run killed with SIGKILL (before its first checkpoint, and right where a
+checkpoint was due) and run again ends exactly like
 the uninterrupted run (same batches, same dropout masks: dropout is on); SIGTERM writes a checkpoint and
 exits cleanly; a truncated checkpoint is skipped for the one before; checkpoints hold plain data only."""
 
@@ -28,7 +29,7 @@ train: {epochs: 3, batch_size: 8, lr: 1.0e-2, log_every: 1, eval_every: 5, check
         keep_checkpoints: 2, early_stopping: 4, progress: false}
 seeds: [1]
 """
-VARIANTS = ("reference", "sigkill", "sigterm", "truncated")
+VARIANTS = ("reference", "sigkill-3", "sigkill-8", "sigterm", "truncated")
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +70,11 @@ def stop_at(monkeypatch, step: int) -> None:
     monkeypatch.setattr(MetricsLog, "__call__", log_then_terminate)
 
 
-def test_sigkill_at_a_random_step_then_rerun_ends_like_the_uninterrupted_run(reference):
+@pytest.mark.parametrize("step", [3, 8])  # no checkpoint yet; killed after step 8's log line, before its checkpoint
+def test_sigkill_then_rerun_ends_like_the_uninterrupted_run(reference, step):
     root, recipe, expected = reference
-    step = random.randint(1, expected["steps"] - 1)
-    output = root / "sigkill"
+    assert step < expected["steps"]
+    output = root / f"sigkill-{step}"
     killed = subprocess.run([PYTHON, "-c", SIGNAL_AT_STEP, str(step), str(int(signal.SIGKILL)), "run", str(recipe),
                              "--set", f"output={output}", "--set", f"reports={output}/reports"], env=env(), capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, f"killed at step {step}: {killed.stderr[-2000:]}"

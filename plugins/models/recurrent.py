@@ -23,7 +23,7 @@ from nlpkit.text import PAD, train_subword_tokenizer
 
 class RecurrentOptions(Seq2SeqFields):  # + the seq2seq (translation) options
     vocab_size: int = 16000
-    tokenizer: str = "wordpiece"  # word | wordpiece | bpe | unigram (only word is reproducible run to run)
+    tokenizer: str = "wordpiece"  # word | wordpiece | bpe | unigram (each the same in every process: nlpkit.text)
     lowercase: bool = True
     embedding_dim: int = 128
     hidden_size: int = 256
