@@ -51,11 +51,12 @@ def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool, res
     plan = load_recipe(recipe, list(overrides))
     if dry_run:
         from nlpkit.checkpoint import latest_step
+        from nlpkit.runs import is_finished
 
         click.echo(f"Recipe '{plan.name}': {len(plan.runs)} runs")
         for spec in plan.runs:
             step = latest_step(spec.folder / "checkpoints")
-            state = "finished" if (spec.folder / "results.json").exists() else f"resumes at step {step}" if step \
+            state = "finished" if is_finished(spec.folder) else f"resumes at step {step}" if step \
                 else "to run"
             opts = {**spec.model_options, **spec.train.model_dump(exclude_defaults=True)}
             click.echo(f"  {spec.folder}  [{state}]  {spec.task.dataset}  {json.dumps(opts)}")
