@@ -51,11 +51,12 @@ def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool, res
     plan = load_recipe(recipe, list(overrides))
     if dry_run:
         from nlpkit.checkpoint import latest_step
+        from nlpkit.runs import is_finished
 
         click.echo(f"Recipe '{plan.name}': {len(plan.runs)} runs")
         for spec in plan.runs:
             step = latest_step(spec.folder / "checkpoints")
-            state = "finished" if (spec.folder / "results.json").exists() else f"resumes at step {step}" if step \
+            state = "finished" if is_finished(spec.folder) else f"resumes at step {step}" if step \
                 else "to run"
             opts = {**spec.model_options, **spec.train.model_dump(exclude_defaults=True)}
             click.echo(f"  {spec.folder}  [{state}]  {spec.task.dataset}  {json.dumps(opts)}")
@@ -151,14 +152,32 @@ def new_plugin(name: str, kind: str, out: str | None) -> None:
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.argument("texts", nargs=-1, required=True)
-def predict(run_dir: str, texts: tuple[str, ...]) -> None:
-    """Load the model of a finished run and predict on TEXTS."""
-    from nlpkit.predict import load_run, predict_examples
+@click.argument("texts", nargs=-1)
+@click.option("--file", "input_file", type=click.Path(dir_okay=False, allow_dash=True), metavar="PATH",
+              help="Read inputs from PATH, one per line ('-' reads stdin).")
+def predict(run_dir: str, texts: tuple[str, ...], input_file: str | None) -> None:
+    """Load the model of the finished run RUN_DIR and predict on TEXTS ('-' alone reads stdin, one input per
+    line). Given a recipe's folder of runs, lists the finished runs to choose from."""
+    from nlpkit.predict import load_run, parse_inputs, predict_examples, read_lines
 
+    if texts == ("-",) and not input_file:
+        input_file = "-"
+        texts = ()
+    inputs = [(f"argument {i}", t) for i, t in enumerate(texts, 1)]
+    if input_file == "-":
+        stdin = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else None
+        inputs += read_lines(stdin.read() if stdin else sys.stdin.read().encode("utf-8"), "stdin")
+    elif input_file:
+        try:
+            data = Path(input_file).read_bytes()
+        except OSError as err:
+            raise NlpkitError(f"--file {input_file}: cannot be read ({err.strerror or err})") from None
+        inputs += read_lines(data, input_file)
+    if not texts and not input_file:
+        raise NlpkitError("No inputs: give texts as arguments, '-' to read stdin, or --file PATH (one per line)")
     task, model = load_run(Path(run_dir))
-    examples = [task.parse(t) for t in texts]
-    for text, ex, pred in zip(texts, examples, predict_examples(model, examples)):
+    examples = parse_inputs(task, inputs)
+    for (_, text), ex, pred in zip(inputs, examples, predict_examples(model, examples)):
         click.echo(f"{text}\n  -> {task.render(ex, pred)}")
 
 

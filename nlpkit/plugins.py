@@ -61,6 +61,13 @@ class Registry:
         return self.get("metrics", name)
 
 
+def _said(err: BaseException) -> str:
+    """A plugin's failure in one line; a bare ``sys.exit()`` says what it did, not an empty message."""
+    if isinstance(err, SystemExit):
+        return f"SystemExit: the plugin called sys.exit({err.code!r})"
+    return f"{type(err).__name__}: {err}"
+
+
 def _manager() -> tuple[pluggy.PluginManager, dict[str, str], dict[str, str]]:
     """Register every allowed entry point; return the manager, {entry point: distribution}, {entry point: error}."""
     pm = pluggy.PluginManager(GROUP)
@@ -79,8 +86,8 @@ def _manager() -> tuple[pluggy.PluginManager, dict[str, str], dict[str, str]]:
         except (Exception, SystemExit) as err:  # a broken plugin (even one calling sys.exit) must not stop the others
             if strict:
                 raise NlpkitError(f"Plugin '{ep.name}' ({dist}) failed to load: {err!r}") from err
-            failed[ep.name] = f"{type(err).__name__}: {err}"
-            print(f"nlpkit: skipping plugin '{ep.name}' ({dist}): {type(err).__name__}: {err}", file=sys.stderr)
+            failed[ep.name] = _said(err)
+            print(f"nlpkit: skipping plugin '{ep.name}' ({dist}): {_said(err)}", file=sys.stderr)
             if pm.get_plugin(ep.name) is not None:
                 pm.unregister(name=ep.name)
         else:
@@ -107,9 +114,9 @@ def load_registry() -> Registry:
             except (Exception, SystemExit) as err:
                 if os.environ.get("NLPKIT_STRICT_PLUGINS", "") not in ("", "0", "false"):
                     raise NlpkitError(f"Plugin '{impl.plugin_name}' ({source}) failed to register: {err!r}") from err
-                failed[impl.plugin_name] = f"{type(err).__name__}: {err}"
+                failed[impl.plugin_name] = _said(err)
                 print(f"nlpkit: skipping plugin '{impl.plugin_name}' ({source}): register_{kind} raised "
-                      f"{type(err).__name__}: {err}", file=sys.stderr)
+                      f"{_said(err)}", file=sys.stderr)
                 _forget(registry, owners, impl.plugin_name)
                 continue
             for name, obj in staged:

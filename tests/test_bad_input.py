@@ -301,3 +301,95 @@ def test_a_corrupt_results_json_is_not_finished_and_reports_skip_it(tmp_path, te
     loaded, skipped = load_runs([tmp_path / "runs"])
     assert [r["seed"] for r in loaded] == [1] and bad.resolve() in skipped
     assert f"skipping run {bad.resolve()}: its results.json is" in capsys.readouterr().err
+
+
+# --- 6. predict -----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("predict")
+    recipe = out / "tiny.yaml"
+    recipe.write_text(GOOD.replace("name: demo", "name: tiny")
+                      .replace("dataset: toy_topics}", "dataset: toy_topics, dataset_options: {train_size: 32, "
+                               "eval_size: 8}}")
+                      .replace("{epochs: 1}", "{vocab_size: 200, embedding_dim: 8, hidden_size: 8}")
+                      .replace("{batch_size: 8}", "{max_steps: 2, batch_size: 8, progress: false}")
+                      + f"output: {out}/runs\nreports: {out}/reports\n")
+    result = CliRunner().invoke(main, ["run", str(recipe)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out / "runs" / "tiny" / "classification-lstm-seed1"
+
+
+def _copy(run, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(run, tmp_path / "runs" / "r" / run.name))
+
+
+def predict_cli(*args, input=None):
+    result = CliRunner().invoke(main, ["predict", *map(str, args)], input=input)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    return result
+
+
+def test_predict_reads_arguments_stdin_and_files_and_prepares_for_final_inference(finished_run, tmp_path,
+                                                                                    monkeypatch):
+    told = []
+    owners = [c for c in (Model, *_subclasses(Model)) if "prepare_inference" in c.__dict__]
+    for cls in owners:
+        monkeypatch.setattr(cls, "prepare_inference", lambda self, final: told.append(final))
+    assert predict_cli(finished_run, "stocks fell").output.count("->") == 1
+    assert told == [True]
+    result = predict_cli(finished_run, "-", input="stocks fell\nthe team won\n")
+    assert result.exit_code == 0 and result.output.count("->") == 2 and "the team won\n  ->" in result.output
+    inputs = tmp_path / "inputs.txt"
+    inputs.write_text("one\ntwo\nthree\n")
+    result = predict_cli(finished_run, "--file", inputs)
+    assert result.exit_code == 0 and result.output.count("->") == 3
+    assert predict_cli(finished_run, "--file", "-", input="x\n").output.count("->") == 1
+
+
+def _subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+def test_predict_refuses_empty_inputs_each_by_where_it_came_from(finished_run, tmp_path):
+    result = predict_cli(finished_run, "fine text", "", "   \t")
+    assert result.exit_code == 2 and "->" not in result.output
+    assert "argument 2: empty" in result.output and "argument 3: only whitespace" in result.output
+    inputs = tmp_path / "inputs.txt"
+    inputs.write_text("one\n\n  \nfour\n")
+    result = predict_cli(finished_run, "--file", inputs)
+    assert result.exit_code == 2 and f"{inputs}, line 2: empty" in result.output and "line 3: only whitespace" in \
+        result.output
+    inputs.write_bytes(b"caf\xe9\n")
+    assert f"{inputs}, line 1: not UTF-8" in predict_cli(finished_run, "--file", inputs).output
+    assert "stdin, line 1: only whitespace" in predict_cli(finished_run, "-", input=" \n").output
+    assert "No inputs" in predict_cli(finished_run).output
+
+
+def test_predict_refuses_unfinished_runs_and_lists_a_recipes_runs(finished_run, tmp_path):
+    run = _copy(finished_run, tmp_path)
+    result = predict_cli(run.parent, "x")  # a recipe's folder: choose a run
+    assert result.exit_code == 2 and "holds 1 finished runs, not one; choose one" in result.output
+    assert str(run) in result.output
+    assert str(run) in predict_cli(run.parent.parent, "x").output  # the output folder above recipes
+    for text in (None, "", "[]"):
+        if text is None:
+            (run / "results.json").unlink()
+        else:
+            (run / "results.json").write_text(text)
+        result = predict_cli(run, "x")
+        assert result.exit_code == 2 and f"{run} is not a finished run" in result.output and "->" not in result.output
+
+
+@pytest.mark.parametrize("damage", ["model.safetensors", "config.json"])
+def test_predict_on_a_corrupt_model_names_the_file(finished_run, tmp_path, damage):
+    run = _copy(finished_run, tmp_path)
+    path = run / "model" / damage
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    result = predict_cli(run, "x")
+    assert result.exit_code == 2 and str(path) in result.output, result.output
