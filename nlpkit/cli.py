@@ -141,11 +141,12 @@ def new_plugin(name: str, kind: str, out: str | None) -> None:
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("texts", nargs=-1, required=True)
-def predict(run_dir: str, texts: tuple[str, ...]) -> None:
+@click.option("--device", default=None, help="cpu, cuda, cuda:N, mps or auto (default: the run's device if here).")
+def predict(run_dir: str, texts: tuple[str, ...], device: str | None) -> None:
     """Load the model of a finished run and predict on TEXTS."""
     from nlpkit.predict import load_run, predict_examples
 
-    task, model = load_run(Path(run_dir))
+    task, model = load_run(Path(run_dir), device)
     examples = [task.parse(t) for t in texts]
     for text, ex, pred in zip(texts, examples, predict_examples(model, examples)):
         click.echo(f"{text}\n  -> {task.render(ex, pred)}")

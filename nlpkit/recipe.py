@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from nlpkit.contract import Options
 from nlpkit.errors import NlpkitError, did_you_mean
@@ -54,6 +54,17 @@ class TrainOptions(Options):
     max_eval_examples: int | None = None
     progress: bool = True
     threads: int | None = None  # CPU threads for this run (torch.set_num_threads); default: torch's, or cores / --jobs
+
+    @field_validator("device")
+    @classmethod
+    def _device_is_here(cls, value: str) -> str:
+        """A device that is not on this machine stops the recipe before anything is created (never a CPU run)."""
+        from nlpkit.hardware import device_problem
+
+        problem = device_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class TaskEntry(BaseModel):
