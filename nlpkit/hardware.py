@@ -136,6 +136,8 @@ def use_device(choice: str | torch.device) -> torch.device:
     such as a model's ``create``/``load``; on CUDA also make it the current device, so ``cuda:1`` means GPU 1."""
     global _run_device
     device = choice if isinstance(choice, torch.device) else resolve_device(choice)
+    if device.type == "cuda" and world_size() > 1:  # DDP: each process takes its local rank's GPU (accelerate)
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if device.type == "cuda":
         if device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())

@@ -18,6 +18,9 @@ def run_device(folder: Path, choice: str | None = None) -> torch.device:
     from nlpkit.hardware import device_problem, resolve_device
 
     if choice:
+        problem = device_problem(choice)
+        if problem:
+            raise NlpkitError(f"--device: {problem}")
         return resolve_device(choice)
     try:
         trained_on = json.loads((folder / "results.json").read_text()).get("device_type", "cpu")
@@ -53,5 +56,6 @@ def predict_examples(model: Model, examples: list[dict], batch_size: int = 32) -
     with torch.inference_mode():
         for start in range(0, len(examples), batch_size):
             features = [model.encode(ex) for ex in examples[start : start + batch_size]]
-            out.extend(model.predict(_to_device(model.collate(features), device, model.host_inputs)))
+            batch = _to_device(model.collate(features), device, getattr(model, "host_inputs", ()))
+            out.extend(model.predict(batch))
     return out

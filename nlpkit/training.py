@@ -129,6 +129,7 @@ def predict(
     batches and the shares are gathered, so every example is predicted exactly once."""
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     device = accelerator.device if accelerator else next(model.parameters()).device
+    host = getattr(model, "host_inputs", ())  # batch entries that stay on the CPU
     batches = length_batches([f["length"] for f in features], options.eval_batch_size or 2 * options.batch_size,
                              options.max_tokens and 2 * options.max_tokens, shuffle=False)
     out: list[tuple[int, dict]] = []
@@ -137,7 +138,7 @@ def predict(
     autocast = accelerator.autocast() if accelerator else torch.autocast("cpu", enabled=False)
     with torch.inference_mode(), autocast:
         for idx in batches[rank::world]:
-            batch = _to_device(model.collate([features[i] for i in idx]), device, model.host_inputs)
+            batch = _to_device(model.collate([features[i] for i in idx]), device, host)
             out.extend(zip(idx, model.predict(batch)))
     model.train(was_training)
     if world > 1:
@@ -212,9 +213,11 @@ def train(
     running = torch.tensor(pos.running, dtype=torch.float32 if device.type == "mps" else torch.float64,
                            device=device)
 
+    host = getattr(model, "host_inputs", ())  # batch entries that stay on the CPU
+
     def batch_for(b: int, idx: list[int]) -> dict[str, Any]:
         mine = shard(idx, rank, world)
-        return _to_device(model.collate([train_features[i] for i in mine or idx[:1]]), device, model.host_inputs)
+        return _to_device(model.collate([train_features[i] for i in mine or idx[:1]]), device, host)
 
     sign = 1 if task.greater_is_better else -1
     progress = tqdm(total=pos.total, initial=pos.step, disable=not (options.progress and main), desc="train")

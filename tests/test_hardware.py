@@ -132,3 +132,16 @@ def test_cuda_peak_memory_is_reset_at_a_runs_start(monkeypatch):
     hardware.reset_peak_memory(torch.device("cpu"))
     hardware.reset_peak_memory(torch.device("cuda", 1))
     assert reset == [torch.device("cuda", 1)]
+
+
+def test_predict_runs_on_the_runs_device_when_it_is_here(tmp_path, monkeypatch):
+    from nlpkit.predict import run_device
+
+    (tmp_path / "results.json").write_text('{"device_type": "cuda"}')
+    fake_gpus(monkeypatch, 0)
+    assert run_device(tmp_path) == torch.device("cpu")  # trained on a GPU, predicting on a laptop
+    with pytest.raises(NlpkitError, match="--device: 'cuda' asked for"):
+        run_device(tmp_path, "cuda")
+    fake_gpus(monkeypatch, 1)
+    assert run_device(tmp_path) == torch.device("cuda")
+    assert run_device(tmp_path, "cpu") == torch.device("cpu")

@@ -6,7 +6,8 @@ with a small learning rate (2e-5): the pretrained weights already know the langu
 
 With a BERT checkpoint, ``fast: true`` (the default) trains ``fast_bert.FastBertEncoder`` for every task kind
 (same weights and math, faster on CPUs: fused QKV, cheap dropout masks, a word embedding that updates only
-the rows seen so far, with ``FastAdamW``); other architectures, and runs under DDP, use ``transformers``.
+the rows seen so far, with ``FastAdamW``) on one CPU process; other architectures, GPUs and runs under DDP use
+``transformers`` (``nlpkit.hardware.speed_paths`` decides; a saved model is converted to that layout on load).
 """
 
 from __future__ import annotations
