@@ -155,7 +155,8 @@ def new_plugin(name: str, kind: str, out: str | None) -> None:
 @click.argument("texts", nargs=-1)
 @click.option("--file", "input_file", type=click.Path(dir_okay=False, allow_dash=True), metavar="PATH",
               help="Read inputs from PATH, one per line ('-' reads stdin).")
-def predict(run_dir: str, texts: tuple[str, ...], input_file: str | None) -> None:
+@click.option("--device", default=None, help="cpu, cuda, cuda:N, mps or auto (default: the run's device if here).")
+def predict(run_dir: str, texts: tuple[str, ...], input_file: str | None, device: str | None) -> None:
     """Load the model of the finished run RUN_DIR and predict on TEXTS ('-' alone reads stdin, one input per
     line). Given a recipe's folder of runs, lists the finished runs to choose from."""
     from nlpkit.predict import load_run, parse_inputs, predict_examples, read_lines
@@ -175,7 +176,7 @@ def predict(run_dir: str, texts: tuple[str, ...], input_file: str | None) -> Non
         inputs += read_lines(data, input_file)
     if not texts and not input_file:
         raise NlpkitError("No inputs: give texts as arguments, '-' to read stdin, or --file PATH (one per line)")
-    task, model = load_run(Path(run_dir))
+    task, model = load_run(Path(run_dir), device)
     examples = parse_inputs(task, inputs)
     for (_, text), ex, pred in zip(inputs, examples, predict_examples(model, examples)):
         click.echo(f"{text}\n  -> {task.render(ex, pred)}")

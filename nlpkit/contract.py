@@ -76,6 +76,9 @@ class Model(nn.Module):
     why_not: ClassVar[dict[str, str]] = {}  # task kind -> reason it is not served, for error messages
     Options: ClassVar[type[Options]] = Options
     prefers_fp32_on_cpu: ClassVar[bool] = False  # e.g. step-by-step recurrent decoders: bf16 is slower there
+    # collate() entries the loop leaves on the CPU when training on a GPU (e.g. lengths for pack_padded_sequence,
+    # which wants them there: moving them back inside the step would make the CPU wait for the GPU)
+    host_inputs: ClassVar[tuple[str, ...]] = ()
     # A plugin may hand task kinds to other classes ("module:Class", imported only when a run needs it);
     # its create()/load() ask kind_class() first. Read from the plugin class itself, not its subclasses.
     per_kind: ClassVar[dict[str, str]] = {}

@@ -11,9 +11,12 @@ import os
 import platform
 import resource
 import sys
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
+
+from nlpkit.errors import NlpkitError
 
 
 @lru_cache
@@ -51,14 +54,133 @@ def device_description(device: torch.device) -> str:
     return f"{cpu_name()} ({torch.get_num_threads()} threads{', native bf16' if cpu_has_native_bf16() else ''})"
 
 
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def device_problem(choice: str) -> str | None:
+    """Why the device ``choice`` (a recipe's ``train.device``) cannot be used here, or None when it can.
+
+    An explicit device that is not there must stop the run before anything is created: silently training
+    on the CPU instead would record figures (and a precision) the user never asked for."""
+    if choice == "auto":
+        return None
+    try:
+        device = torch.device(choice)
+    except (RuntimeError, ValueError):
+        return f"'{choice}' is not a device (use auto, cpu, cuda, cuda:N or mps)"
+    if device.type == "cpu":
+        return None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return f"'{choice}' asked for, but this machine has no CUDA GPU that torch can use (use auto or cpu)"
+        if device.index is not None and device.index >= count:
+            gpus = f"{count} CUDA GPU{'s' * (count > 1)} (cuda:0..{count - 1})"
+            return f"'{choice}' asked for, but this machine has {gpus}"
+        return None
+    if device.type == "mps":
+        return None if _mps_available() else f"'{choice}' asked for, but Apple's MPS is not available here"
+    return f"'{choice}' is not a device nlpkit trains on (use auto, cpu, cuda, cuda:N or mps)"
+
+
 def resolve_device(choice: str = "auto") -> torch.device:
+    """The device of ``train.device``: ``auto`` picks what is there (CUDA, then MPS, then the CPU); an explicit
+    device that is not there is an error naming the key."""
+    problem = device_problem(choice)
+    if problem:
+        raise NlpkitError(f"train.device: {problem}")
     if choice != "auto":
         return torch.device(choice)
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+    if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def world_size() -> int:
+    """Processes training this run together (torchrun / accelerate set WORLD_SIZE before anything starts)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+@dataclass(frozen=True)
+class SpeedPaths:
+    """Which implementation a run uses where nlpkit has a CPU-specific fast one and a stock one.
+
+    The CPU paths were measured on CPUs (benchmarks/BERT_CPU_NOTES.md) and are wrong or slow elsewhere: the
+    fast BERT encoder's word embedding accumulates its gradient outside autograd (DDP would never all-reduce
+    it), FastAdamW and the cheap dropout masks are CPU kernels, glibc tuning is about host memory. On a GPU,
+    and under DDP, the stock paths are the fast and correct ones."""
+
+    device_type: str
+    world: int
+    fast_encoder: bool  # plugins/models/fast_bert.FastBertEncoder for BERT checkpoints (cheap dropout, sparse rows)
+    fast_optimizer: bool  # FastAdamW: sparse-row updates, clipping folded into the step (deferred gradients)
+    cheap_dropout: bool  # fast_dropout's 16-bit masks instead of F.dropout
+    keep_freed_memory: bool  # glibc malloc tuning (keep_freed_memory)
+    fused_adamw: bool  # torch.optim.AdamW(fused=True): one kernel per step on the GPU
+    attention: str  # attn_implementation for transformers encoders: "eager" (a 1-process CPU run) or "sdpa"
+    tf32: bool  # TF32 matmuls for the fp32 parts of a mixed-precision run (GPUs from Ampere on)
+    pin_memory: bool  # batches copied through pinned memory, non-blocking
+    prefetch: bool  # the next batch collated and copied while the current one runs
+
+
+_run_device: torch.device | None = None  # set by use_device() for the run this process is working on
+
+
+def use_device(choice: str | torch.device) -> torch.device:
+    """Resolve and remember the run's device (``train.device``), for the speed rule of code that is not told it,
+    such as a model's ``create``/``load``; on CUDA also make it the current device, so ``cuda:1`` means GPU 1."""
+    global _run_device
+    device = choice if isinstance(choice, torch.device) else resolve_device(choice)
+    if device.type == "cuda" and world_size() > 1:  # DDP: each process takes its local rank's GPU (accelerate)
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(device)
+    _run_device = device
+    return device
+
+
+def speed_paths(device: str | torch.device | None = None, world: int | None = None) -> SpeedPaths:
+    """The one rule: CPU-specific speed paths on a single CPU process only, stock paths on CUDA/MPS or under DDP.
+
+    ``device`` defaults to the run's (:func:`use_device`), else what ``auto`` picks; ``world`` to the processes
+    of this run (:func:`world_size`)."""
+    if device is None:
+        device = _run_device if _run_device is not None else resolve_device("auto")
+    kind = torch.device(device).type
+    world = world_size() if world is None else world
+    cpu, single = kind == "cpu", world == 1
+    cuda = kind == "cuda"
+    tf32 = cuda and torch.cuda.is_available() and torch.cuda.get_device_capability(torch.device(device))[0] >= 8
+    return SpeedPaths(device_type=kind, world=world, fast_encoder=cpu and single, fast_optimizer=cpu and single,
+                      cheap_dropout=cpu and single, keep_freed_memory=cpu, fused_adamw=cuda,
+                      attention="eager" if cpu and single else "sdpa", tf32=tf32, pin_memory=cuda, prefetch=cuda)
+
+
+def worker_gpu(slot: int, visible: str | None = None, count: int | None = None) -> str | None:
+    """The ``CUDA_VISIBLE_DEVICES`` value for ``--jobs`` worker ``slot``: one GPU of those this process may use,
+    round robin, or None without GPUs.
+
+    The GPUs are the inherited ``CUDA_VISIBLE_DEVICES`` (indices or UUIDs, as the user wrote them) when it is
+    set, so ``CUDA_VISIBLE_DEVICES=2,3 nlpkit run --jobs 2`` puts the workers on GPUs 2 and 3, never 0 and 1;
+    otherwise the ``count`` GPUs torch sees (``torch.cuda.device_count()``)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
+    if visible is not None:
+        gpus = []
+        for gpu in visible.split(","):
+            if gpu.strip() in ("", "-1"):  # CUDA stops at the first empty or invalid entry: none after it are seen
+                break
+            gpus.append(gpu.strip())
+    else:
+        count = torch.cuda.device_count() if count is None else count
+        gpus = [str(i) for i in range(count)]
+    return gpus[slot % len(gpus)] if gpus else None
 
 
 def resolve_precision(choice: str, device: torch.device, prefers_fp32_on_cpu: bool = False) -> str:
@@ -98,6 +220,12 @@ def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (MB)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024 / 1024 if sys.platform == "darwin" else peak / 1024
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a run's CUDA peak-memory count at its own start (the CPU's RSS peak cannot be reset)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -19,6 +19,7 @@ from typing import Any
 
 from nlpkit.checkpoint import Interrupted
 from nlpkit.errors import NlpkitError
+from nlpkit.hardware import worker_gpu
 from nlpkit.recipe import RunSpec
 from nlpkit.runs import RunLocked
 
@@ -37,7 +38,7 @@ def _start_worker(slots: Any, threads: int, gpus: int, stopping: Any) -> None:
     signal.signal(signal.SIGTERM, _interrupt)  # between runs; the training loop has its own (a checkpoint first)
     slot = slots.get()
     if gpus:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+        os.environ["CUDA_VISIBLE_DEVICES"] = worker_gpu(slot) or ""  # from an inherited CUDA_VISIBLE_DEVICES
     import torch
 
     torch.set_num_threads(threads)

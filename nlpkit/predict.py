@@ -58,8 +58,28 @@ def _culprit(model_dir: Path) -> Path:
     return model_dir
 
 
-def load_run(folder: str | Path) -> tuple[Task, Model]:
-    """The task and model of the finished run in ``folder``, ready to predict (``prepare_inference(True)``)."""
+def run_device(folder: Path, choice: str | None = None) -> torch.device:
+    """Where to predict: ``choice`` (``--device``; one that is not here is an error), else the device the run
+    trained on when this machine has it, else the CPU."""
+    from nlpkit.hardware import device_problem, resolve_device
+
+    if choice:
+        problem = device_problem(choice)
+        if problem:
+            raise NlpkitError(f"--device: {problem}")
+        return resolve_device(choice)
+    try:
+        trained_on = json.loads((folder / "results.json").read_text()).get("device_type", "cpu")
+    except (OSError, ValueError, AttributeError):
+        trained_on = "cpu"
+    return resolve_device(trained_on if isinstance(trained_on, str) and not device_problem(trained_on) else "cpu")
+
+
+def load_run(folder: str | Path, device: str | None = None) -> tuple[Task, Model]:
+    """The task and model of the finished run in ``folder``, ready to predict (``prepare_inference(True)``): the
+    model on the run's device (or ``device``) in the layout the speed rule picks there."""
+    from nlpkit.hardware import use_device
+
     folder = Path(folder)
     if not folder.is_dir():
         raise NlpkitError(f"No such run folder: {folder}")
@@ -88,7 +108,8 @@ def load_run(folder: str | Path) -> tuple[Task, Model]:
         raise NlpkitError(f"{folder / 'task.json'}: not a task state ({type(err).__name__}: {err})") from None
     model_cls = reg.model(config.get("plugin"))
     try:
-        model = model_cls.load(folder / "model")
+        where = use_device(run_device(folder, device))  # before loading: bert's layout follows the device
+        model = model_cls.load(folder / "model").to(where)
     except NlpkitError:
         raise
     except Exception as err:  # a plugin's loader on damaged files: say which file
@@ -127,9 +148,13 @@ def read_lines(data: bytes, label: str) -> list[tuple[str, str]]:
 
 
 def predict_examples(model: Model, examples: list[dict], batch_size: int = 32) -> list[dict]:
+    from nlpkit.training import _to_device
+
+    device = next(model.parameters()).device
     out: list[dict] = []
     with torch.inference_mode():
         for start in range(0, len(examples), batch_size):
             features = [model.encode(ex) for ex in examples[start : start + batch_size]]
-            out.extend(model.predict(model.collate(features)))
+            batch = _to_device(model.collate(features), device, getattr(model, "host_inputs", ()))
+            out.extend(model.predict(batch))
     return out

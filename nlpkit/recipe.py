@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from nlpkit.contract import Options
 from nlpkit.errors import NlpkitError, did_you_mean
@@ -103,6 +103,17 @@ class TrainOptions(Options):
     progress: bool = Field(True, description="Show a progress bar while training: true or false.")
     threads: int | None = Field(None, ge=1, description="CPU threads for this run (torch.set_num_threads); >= 1, or "
                                 "null for torch's default (cores / --jobs under --jobs).")
+
+    @field_validator("device")
+    @classmethod
+    def _device_is_here(cls, value: str) -> str:
+        """A device that is not on this machine stops the recipe before anything is created (never a CPU run)."""
+        from nlpkit.hardware import device_problem
+
+        problem = device_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class TaskEntry(BaseModel):

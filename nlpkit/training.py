@@ -41,7 +41,7 @@ from nlpkit import checkpoint as ckpt
 from nlpkit.batching import length_batches, shard
 from nlpkit.contract import Model, Task
 from nlpkit.errors import NlpkitError
-from nlpkit.hardware import keep_freed_memory, resolve_device, resolve_precision
+from nlpkit.hardware import keep_freed_memory, reset_peak_memory, resolve_precision, speed_paths, use_device
 from nlpkit.recipe import TrainOptions
 from nlpkit.runs import MetricsLog, disk_errors
 
@@ -79,9 +79,12 @@ class Position:
 
 
 def make_accelerator(options: TrainOptions, model_cls: type[Model]) -> tuple[Accelerator, str]:
-    device = resolve_device(options.device)
+    device = use_device(options.device)
     precision = resolve_precision(options.precision, device, model_cls.prefers_fp32_on_cpu)
     accelerator = Accelerator(mixed_precision=MIXED[precision], cpu=device.type == "cpu")
+    reset_peak_memory(accelerator.device)  # the run's own CUDA peak, not the process's
+    if speed_paths(accelerator.device).tf32 and precision != "fp32":  # fp32 asked for: full fp32 matmuls
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     return accelerator, precision
 
 
@@ -91,7 +94,7 @@ def start_model(model_cls: type[Model], create: Callable[[], Model], checkpoints
     vocabulary's ties can fall by hash order), yet every process must share one vocabulary, and resumed
     weights must meet the vocabulary they were trained with."""
     saved = Path(checkpoints) / "model"
-    state = PartialState(cpu=resolve_device(device).type == "cpu")
+    state = PartialState(cpu=use_device(device).type == "cpu")  # the device first: create() follows its speed rule
     # The main process looks (after clearing what --restart clears) and tells the others: were they to look
     # for themselves, one could see the copy the main process is about to write and skip the barrier below.
     model = ckpt.load_initial(model_cls, saved) if state.is_main_process and saved.is_dir() else None
@@ -108,11 +111,13 @@ def start_model(model_cls: type[Model], create: Callable[[], Model], checkpoints
     return model if model is not None else model_cls.load(saved)
 
 
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Tensors to ``device``; on a GPU through pinned memory, so the copy overlaps with compute."""
-    pin = device.type == "cuda"
-    return {k: (v.pin_memory() if pin else v).to(device, non_blocking=True) if torch.is_tensor(v) else v
-            for k, v in batch.items()}
+def _to_device(batch: dict[str, Any], device: torch.device, host: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Tensors to ``device``; on a GPU through pinned memory, so the copy overlaps with compute. Entries named in
+    ``host`` (a model's ``host_inputs``, e.g. lengths for ``pack_padded_sequence``) stay on the CPU: copying them
+    back there inside the step would make the CPU wait for the GPU."""
+    pin = speed_paths(device).pin_memory
+    return {k: (v.pin_memory() if pin else v).to(device, non_blocking=True)
+            if torch.is_tensor(v) and k not in host else v for k, v in batch.items()}
 
 
 def predict(
@@ -131,6 +136,7 @@ def predict(
     so what a prediction means never depends on what happened to the model before (such as loading weights)."""
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     device = accelerator.device if accelerator else next(model.parameters()).device
+    host = getattr(model, "host_inputs", ())  # batch entries that stay on the CPU
     batches = length_batches([f["length"] for f in features], options.eval_batch_size or 2 * options.batch_size,
                              options.max_tokens and 2 * options.max_tokens, shuffle=False)
     out: list[tuple[int, dict]] = []
@@ -140,7 +146,7 @@ def predict(
     autocast = accelerator.autocast() if accelerator else torch.autocast("cpu", enabled=False)
     with torch.inference_mode(), autocast:
         for idx in batches[rank::world]:
-            batch = _to_device(model.collate([features[i] for i in idx]), device)
+            batch = _to_device(model.collate([features[i] for i in idx]), device, host)
             out.extend(zip(idx, model.predict(batch)))
     model.train(was_training)
     if world > 1:
@@ -166,7 +172,9 @@ def train(
 
     With ``checkpoints`` (a folder), resume from its newest intact checkpoint if there is one, write one
     every ``checkpoint_every`` steps, and on SIGTERM/SIGINT write one and raise :class:`ckpt.Interrupted`."""
-    keep_freed_memory()
+    paths = speed_paths(accelerator.device, accelerator.num_processes)
+    if paths.keep_freed_memory:
+        keep_freed_memory()
     set_seed(seed, device_specific=True)  # seed + rank: processes draw different dropout masks
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     lengths = [f["length"] for f in train_features]
@@ -182,8 +190,10 @@ def train(
     eval_every = options.eval_every or updates_per_epoch
 
     # A model may bring its own optimizer (Model.make_optimizer, e.g. bert's sparse-row FastAdamW); default AdamW.
+    # On CUDA torch's fused AdamW (one kernel per step; speed_paths).
     optimizer = (model.make_optimizer(options.lr, options.weight_decay)
-                 or torch.optim.AdamW(model.param_groups(options.lr, options.weight_decay), lr=options.lr))
+                 or torch.optim.AdamW(model.param_groups(options.lr, options.weight_decay), lr=options.lr,
+                                      fused=paths.fused_adamw or None))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(options.warmup * pos.total), pos.total)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     device = accelerator.device
@@ -206,6 +216,16 @@ def train(
         ckpt.set_rng_state(saved["rng"][rank if len(saved["rng"]) == world else 0])
         result.resumed_from, result.world_size, result.device = pos.step, world, str(device)
     log.truncate(saved["metrics_position"] if saved else 0)
+    # The running loss is summed on the device (float64, as Python floats were) and read only at log steps:
+    # loss.item() every step would make the CPU wait for the GPU's step to finish before queuing the next.
+    running = torch.tensor(pos.running, dtype=torch.float32 if device.type == "mps" else torch.float64,
+                           device=device)
+
+    host = getattr(model, "host_inputs", ())  # batch entries that stay on the CPU
+
+    def batch_for(b: int, idx: list[int]) -> dict[str, Any]:
+        mine = shard(idx, rank, world)
+        return _to_device(model.collate([train_features[i] for i in mine or idx[:1]]), device, host)
 
     sign = 1 if task.greater_is_better else -1
     progress = tqdm(total=pos.total, initial=pos.step, disable=not (options.progress and main), desc="train")
@@ -213,19 +233,22 @@ def train(
     with ckpt.StopRequest() as stop:
         while pos.step < pos.total:
             batches = epoch_batches(pos.epoch)
+            ahead: tuple[int, dict[str, Any]] | None = None  # the next batch, prepared while the GPU works
             for b in range(pos.next_batch, len(batches)):
                 started = time.perf_counter()
                 idx = batches[b]
-                mine = shard(idx, rank, world)
-                share = len(mine) / len(idx)  # an empty part runs one example at weight 0, to join the all-reduce
-                batch = _to_device(model.collate([train_features[i] for i in mine or idx[:1]]), device)
+                share = len(shard(idx, rank, world)) / len(idx)  # an empty part runs one example at weight 0
+                batch = ahead[1] if ahead is not None and ahead[0] == b else batch_for(b, idx)
                 sync = (b + 1) % options.grad_accum == 0 or b + 1 == len(batches)
                 with accelerator.no_sync(wrapped) if not sync else nullcontext(), accelerator.autocast():
                     loss = wrapped(**batch).loss
                 accelerator.backward(loss * (share * world / options.grad_accum))
+                # the GPU is still running this step's kernels: collate and copy the next batch meanwhile
+                ahead = (b + 1, batch_for(b + 1, batches[b + 1])) if paths.prefetch and b + 1 < len(batches) else None
                 result.examples += len(idx)
                 result.tokens += sum(train_features[i].get("n_tokens", train_features[i]["length"]) for i in idx)
-                pos.running, pos.running_n = pos.running + loss.item() * share, pos.running_n + 1
+                running += loss.detach().to(running.dtype) * share
+                pos.running_n += 1
                 pos.next_batch = b + 1
                 if sync:
                     if options.grad_clip:
@@ -243,11 +266,12 @@ def train(
                     continue
                 epoch_float = round(pos.epoch + (b + 1) / len(batches), 4)
                 if pos.step % options.log_every == 0 or pos.step == pos.total:
-                    mean_loss = _sum_over_processes(pos.running, world, device) / pos.running_n
+                    mean_loss = _sum_over_processes(float(running), world, device) / pos.running_n
                     log(step=pos.step, epoch=epoch_float, split="train", loss=mean_loss,
                         lr=scheduler.get_last_lr()[0], examples_per_s=result.examples / max(result.train_seconds, 1e-9))
                     progress.set_postfix(loss=f"{mean_loss:.4f}")
                     pos.running, pos.running_n = 0.0, 0
+                    running.zero_()
                 if pos.step % eval_every == 0 or pos.step == pos.total:
                     metrics = evaluate(raw, task, val_features, val_examples, options, accelerator)
                     log(step=pos.step, epoch=epoch_float, split="validation", **metrics)
@@ -265,6 +289,7 @@ def train(
                 signum = stop.agreed(world, device)
                 every = options.checkpoint_every
                 if checkpoints and (signum or (every and (pos.step % every == 0 or pos.step >= pos.total))):
+                    pos.running = float(running)  # the sum so far goes into the checkpoint; resumed, it goes on
                     state = {"model": raw.state_dict(), "optimizer": optimizer.state_dict(),
                              "scheduler": scheduler.state_dict(), "best_state": best_state or {},
                              "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else {},

@@ -185,3 +185,54 @@ def test_only_rank_zero_writes(runs):
     rank0, rank1 = runs["two"]
     assert rank1["writes"] == [] and rank1["saves"] == 0
     assert rank0["saves"] == 1 and any("results.json" in w for w in rank0["writes"])
+
+
+# ----------------------------------------------------------------------------------- a saved fast-layout BERT
+
+BERT_RECIPE = """\
+name: tiny
+task: {{name: classification, dataset: toy_topics, dataset_options: {{train_size: 64, eval_size: 16}}}}
+models:
+  bert: {{pretrained: {pretrained}, dropout: 0.0, max_length: 32}}
+train: {{max_steps: 4, batch_size: 8, lr: 1.0e-3, weight_decay: 0.0, precision: fp32, log_every: 1, progress: false}}
+seeds: [1]
+"""
+
+
+def test_ddp_on_a_saved_fast_layout_bert_trains_the_same_weights_on_every_rank(tmp_path):
+    """The initial model is saved by one CPU process, in the fast layout (its word embedding's gradient bypasses
+    autograd, so DDP would never all-reduce it and the ranks would drift apart silently). Under torchrun the
+    speed rule takes the stock layout: the saved model is converted on load, and every rank ends identical."""
+    from nlpkit_plugins.models.bert import resolve_pretrained
+    from safetensors import safe_open
+    from transformers import AutoTokenizer, BertConfig
+    from transformers import BertModel as HFBertModel
+
+    folder = tmp_path / "tiny-bert"
+    torch.manual_seed(0)
+    HFBertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                           max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+                add_pooling_layer=False).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(resolve_pretrained("minilm")).save_pretrained(folder)
+    recipe = write_recipe(tmp_path, BERT_RECIPE.format(pretrained=folder))
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    out = tmp_path / "two"
+    share_initial_model(recipe, [out / "runs"])
+    initial = run_folder(out / "runs", name="classification-bert-seed1") / "checkpoints" / "model"
+    with safe_open(initial / "model.safetensors", "pt") as saved:
+        assert "encoder.word.table" in saved.keys()  # the fast layout, as a 1-process run writes it
+    ddp = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(driver),
+                          str(out), str(out / "runs"), "run", str(recipe), "--set", f"output={out / 'runs'}",
+                          "--set", f"reports={out / 'runs'}/reports"], env=env(), capture_output=True, text=True,
+                         timeout=300)
+    assert ddp.returncode == 0, (ddp.stdout + ddp.stderr)[-3000:]
+    rank0, rank1 = (torch.load(out / f"weights-rank{r}.pt") for r in (0, 1))
+    different = [k for k in rank0 if not torch.equal(rank0[k], rank1[k])]
+    assert not different, f"weights differ between ranks: {different[:5]}"
+    assert "encoder.embeddings.word_embeddings.weight" in rank0  # trained in the stock layout
+    initial_weights = HFBertModel.from_pretrained(folder, add_pooling_layer=False).state_dict()
+    moved = [k for k in initial_weights if not torch.equal(initial_weights[k], rank0[f"encoder.{k}"])]
+    assert "embeddings.word_embeddings.weight" in moved, "training should have changed the word embeddings"
+    res = json.loads((run_folder(out / "runs", name="classification-bert-seed1") / "results.json").read_text())
+    assert res["processes"] == 2 and res["precision"] == "fp32" and res["steps"] == 4

@@ -6,7 +6,8 @@ with a small learning rate (2e-5): the pretrained weights already know the langu
 
 With a BERT checkpoint, ``fast: true`` (the default) trains ``fast_bert.FastBertEncoder`` for every task kind
 (same weights and math, faster on CPUs: fused QKV, cheap dropout masks, a word embedding that updates only
-the rows seen so far, with ``FastAdamW``); other architectures, and runs under DDP, use ``transformers``.
+the rows seen so far, with ``FastAdamW``) on one CPU process; other architectures, GPUs and runs under DDP use
+``transformers`` (``nlpkit.hardware.speed_paths`` decides; a saved model is converted to that layout on load).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from nlpkit_plugins.models.fast_bert import FastBertEncoder, fast_adamw, fast_encoder_fits
+from nlpkit_plugins.models.fast_bert import FastBertEncoder, fast_adamw, fast_encoder_fits, to_speed_layout
 from nlpkit_plugins.models.seq2seq_bert import BertSeq2SeqFields
 from safetensors import safe_open
 from safetensors.torch import load_model, save_model
@@ -28,6 +29,7 @@ from transformers.utils import logging as hf_logging
 import nlpkit
 from nlpkit.contract import Model, Output, TaskSpec
 from nlpkit.errors import NlpkitError
+from nlpkit.hardware import speed_paths
 
 
 class BertOptions(BertSeq2SeqFields):  # + the seq2seq (translation) decoder options
@@ -50,19 +52,38 @@ def resolve_pretrained(name: str) -> str:
     return name
 
 
+def hf_options_here(hf_options: dict[str, Any]) -> dict[str, Any]:
+    """``AutoModel`` options with the attention kernel the speed rule picks (eager on one CPU process, SDPA on a GPU
+    or under DDP) unless the caller chose one."""
+    return {"attn_implementation": speed_paths().attention, **hf_options}
+
+
 def pretrained_encoder(options: BertOptions, pooler: bool, **hf_options: Any) -> tuple[Any, nn.Module]:
     """The tokenizer and encoder of ``options.pretrained`` (``hf_options`` go to ``AutoModel``); a BERT checkpoint
-    comes back as the fast encoder when ``options.fast`` and it fits (outside DDP)."""
+    comes back as the fast encoder when ``options.fast`` and the speed rule takes the fast paths (one CPU process).
+    Every encoder weight must be in the checkpoint with its shape: a missing or renamed one is an error."""
     source = resolve_pretrained(options.pretrained)
-    hf_logging.set_verbosity_error()  # the unused pooler weights are expected, not news
+    hf_logging.set_verbosity_error()  # the unused pooler weights are expected, not news (checked below instead)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        encoder = AutoModel.from_pretrained(source, add_pooling_layer=pooler, **hf_options)
+        encoder, info = AutoModel.from_pretrained(source, add_pooling_layer=pooler, output_loading_info=True,
+                                                  **hf_options_here(hf_options))
     except OSError as err:
         raise NlpkitError(
             f"Could not load pretrained model '{options.pretrained}' ({err}). "
             "Offline, use 'minilm' or a local folder."
         ) from err
+    # heads of other tasks (cls.*, an unused pooler) may be left over; an encoder weight left over was renamed
+    unused = [k for k in info.get("unexpected_keys", ()) if k.split(".")[0] in ("embeddings", "encoder")
+              or (pooler and k.startswith("pooler."))]
+    problems = {"missing (they would start random)": sorted(info.get("missing_keys", ())),
+                "not used": sorted(unused),
+                "of another shape": sorted(str(m[0] if isinstance(m, tuple) else m)
+                                           for m in info.get("mismatched_keys", ()))}
+    if any(problems.values()):
+        raise NlpkitError(f"pretrained: '{options.pretrained}' does not fit its own config: "
+                          + "; ".join(f"weights {what}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+                                      for what, keys in problems.items() if keys))
     if options.fast and fast_encoder_fits(encoder.config):
         encoder = FastBertEncoder.from_hf(encoder, pooler)
     return tokenizer, encoder
@@ -70,13 +91,19 @@ def pretrained_encoder(options: BertOptions, pooler: bool, **hf_options: Any) ->
 
 def saved_encoder(folder: Path, pooler: bool, **hf_options: Any) -> nn.Module:
     """An encoder to load a saved model's weights into, in the layout they were saved in (told by their names:
-    fast, or ``transformers``')."""
+    fast, or ``transformers``'); after loading, :func:`loaded_encoder` puts it in the layout wanted here."""
     config = AutoConfig.from_pretrained(folder / "encoder")
     with safe_open(folder / "model.safetensors", "pt") as weights:
         fast = "encoder.word.table" in weights.keys()
     if fast:
         return FastBertEncoder(config, pooler)
-    return AutoModel.from_config(config, add_pooling_layer=pooler, **hf_options)
+    return AutoModel.from_config(config, add_pooling_layer=pooler, **hf_options_here(hf_options))
+
+
+def loaded_encoder(model: nn.Module, fast: bool, **hf_options: Any) -> None:
+    """Convert ``model.encoder`` (weights loaded) to the layout the speed rule wants on this device and process
+    count: a model saved by one path runs on the other (e.g. saved fast on a CPU, trained on by DDP or a GPU)."""
+    model.encoder = to_speed_layout(model.encoder, fast, **hf_options_here(hf_options))
 
 
 class BertModel(Model):
@@ -101,7 +128,7 @@ class BertModel(Model):
         impl = cls.kind_class(spec.kind)
         if impl is not None:
             return impl.create(spec, options, train)
-        tokenizer, encoder = pretrained_encoder(options, options.pooling == "pooler", attn_implementation="eager")
+        tokenizer, encoder = pretrained_encoder(options, options.pooling == "pooler")
         return cls(spec, options, encoder, tokenizer)
 
     def make_optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer | None:
@@ -122,10 +149,11 @@ class BertModel(Model):
         if impl is not None:
             return impl.load(folder, cls.Options)
         options = (options_cls or cls.Options)(**config["options"])
-        encoder = saved_encoder(folder, options.pooling == "pooler", attn_implementation="eager")
+        encoder = saved_encoder(folder, options.pooling == "pooler")
         model = cls(TaskSpec(**config["spec"]), options, encoder,
                     AutoTokenizer.from_pretrained(folder / "encoder"))
         load_model(model, str(folder / "model.safetensors"))
+        loaded_encoder(model, options.fast)
         return model
 
     # --- data ----------------------------------------------------------------------------

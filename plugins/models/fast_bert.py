@@ -14,8 +14,11 @@ is computed differs, each piece for a reason measured in ``benchmarks/BERT_CPU_N
   unchanged). The table is a real Parameter with a real ``.grad`` (its rows past the prefix are zero);
   :meth:`FastAdamW.clip_grad_norm_`, which the training loop prefers to the generic one, skips those rows.
 
-Under DDP the word-embedding gradient would not be all-reduced (it bypasses autograd's accumulation), so the
-``bert`` plugin uses ``transformers`` there instead.
+All of this is for one CPU process: which paths a run takes is decided in one place, ``nlpkit.hardware.speed_paths``
+(from the device type and the process count). Under DDP the word-embedding gradient would not be all-reduced (it
+bypasses autograd's accumulation), and on a GPU the stock kernels are the fast ones, so there the ``bert`` plugin
+uses ``transformers`` (SDPA attention, torch's fused AdamW); a model saved in one layout is converted to the other on
+load (:func:`to_speed_layout`, both directions read one name map, :func:`hf_layout`).
 """
 
 from __future__ import annotations
@@ -28,11 +31,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nlpkit.errors import NlpkitError
+from nlpkit.hardware import speed_paths
+
 # --------------------------------------------------------------------------- dropout
 
 
+def mask_drop_probability(p: float) -> float:
+    """The probability :func:`dropout_mask` really drops an element with: p rounded to a multiple of 1/65536."""
+    return round(p * 65536) / 65536
+
+
 def dropout_mask(shape: torch.Size, p: float) -> torch.Tensor:
-    """Bool tensor, True where an element is dropped (probability round(p * 65536) / 65536)."""
+    """Bool tensor, True where an element is dropped (probability :func:`mask_drop_probability`)."""
     n = math.prod(shape)
     bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
     return bits.view(torch.int16)[:n].lt(-32768 + round(p * 65536)).view(shape)
@@ -54,12 +65,16 @@ class _MaskedScale(torch.autograd.Function):
 
 
 def fast_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """``F.dropout(x, p, training)`` with :func:`dropout_mask` (CPU tensors; elsewhere ``F.dropout``)."""
+    """``F.dropout(x, p, training)`` with :func:`dropout_mask` (CPU tensors; elsewhere ``F.dropout``). The kept
+    elements are scaled by 1 / (1 - the mask's real drop probability), so the expectation is exactly x."""
     if not training or p == 0.0:
         return x
     if x.device.type != "cpu":
         return F.dropout(x, p, True)
-    return _MaskedScale.apply(x, dropout_mask(x.shape, p), 1.0 / (1.0 - p))
+    dropped = mask_drop_probability(p)
+    if dropped >= 1.0:  # every element dropped (F.dropout with p = 1 gives zeros too)
+        return x * 0.0
+    return _MaskedScale.apply(x, dropout_mask(x.shape, p), 1.0 / (1.0 - dropped))
 
 
 # --------------------------------------------------------------------------- sparse word embedding
@@ -172,8 +187,8 @@ class FastAdamW(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 state = self.state[p]
-                if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float32)
+                if not state:  # on the parameter's device: the fused kernel takes every tensor from one device
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
                 p_, g, m, v = p, p.grad, state["exp_avg"], state["exp_avg_sq"]
@@ -209,8 +224,8 @@ class FastAdamW(torch.optim.Optimizer):
         ``grad_scale`` divides each gradient as it reads it). So until ``step`` the ``.grad`` tensors are
         unscaled; ``zero_grad`` drops a pending scale."""
         norm = torch.nn.utils.get_total_norm(self._grads())
-        coef = max_norm / (float(norm) + 1e-6)
-        self._grad_scale = torch.tensor(1.0 / coef) if coef < 1.0 else None
+        # 1 / clip_grad_norm_'s coefficient, kept on the device (no host sync); 1 within the norm (x / 1 is exact)
+        self._grad_scale = ((norm + 1e-6) / max_norm).clamp(min=1.0).to(torch.float32)
         return norm
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -285,30 +300,60 @@ class FastBertEncoder(nn.Module):
                 and getattr(config, "position_embedding_type", "absolute") == "absolute")
 
     @classmethod
-    @torch.no_grad()
     def from_hf(cls, hf: nn.Module, pooler: bool) -> FastBertEncoder:
-        """Copy the weights of a ``transformers.BertModel`` (with a pooling layer when ``pooler``)."""
-        sd = hf.state_dict()
+        """The fast encoder with the weights of a ``transformers.BertModel`` (with a pooling layer when ``pooler``)."""
+        return cls.from_hf_state(hf.config, hf.state_dict(), pooler)
+
+    @classmethod
+    @torch.no_grad()
+    def from_hf_state(cls, config: Any, state: dict[str, torch.Tensor], pooler: bool) -> FastBertEncoder:
+        """The fast encoder with the weights of a ``transformers.BertModel`` state dict. Every weight must find its
+        place and fit it: a missing, renamed, extra or misshapen key is an error naming it, never a silently
+        random (or broadcast) weight."""
         with torch.random.fork_rng():  # the weights are overwritten: leave the RNG as transformers left it
-            m = cls(hf.config, pooler)
-        m.word.table.copy_(sd["embeddings.word_embeddings.weight"])
-        m.position.copy_(sd["embeddings.position_embeddings.weight"])
-        m.token_type.copy_(sd["embeddings.token_type_embeddings.weight"])
-        m.emb_ln.load_state_dict({"weight": sd["embeddings.LayerNorm.weight"], "bias": sd["embeddings.LayerNorm.bias"]})
-        for i, layer in enumerate(m.layers):
-            p = f"encoder.layer.{i}."
-            for kind in ("weight", "bias"):
-                attn = [sd[f"{p}attention.self.{n}.{kind}"] for n in ("query", "key", "value")]
-                getattr(layer.qkv, kind).copy_(torch.cat(attn))
-                getattr(layer.attn_out, kind).copy_(sd[f"{p}attention.output.dense.{kind}"])
-                getattr(layer.ln1, kind).copy_(sd[f"{p}attention.output.LayerNorm.{kind}"])
-                getattr(layer.inter, kind).copy_(sd[f"{p}intermediate.dense.{kind}"])
-                getattr(layer.out, kind).copy_(sd[f"{p}output.dense.{kind}"])
-                getattr(layer.ln2, kind).copy_(sd[f"{p}output.LayerNorm.{kind}"])
-        if pooler:
-            m.pooler.weight.copy_(sd["pooler.dense.weight"])
-            m.pooler.bias.copy_(sd["pooler.dense.bias"])
+            m = cls(config, pooler)
+        layout = hf_layout(config.num_hidden_layers, pooler)
+        wanted = {name for _, names in layout for name in names}
+        missing = sorted(wanted - state.keys())
+        unused = sorted(k for k in state.keys() - wanted if k not in HF_BUFFERS)
+        if missing or unused:
+            raise NlpkitError("The pretrained BERT weights do not fit the fast encoder: "
+                              + "; ".join(f"{what}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+                                          for what, keys in (("missing", missing), ("not used", unused)) if keys))
+        mine = dict(m.named_parameters())
+        for target, names in layout:
+            dest = mine[target]
+            part = (dest.shape[0] // len(names), *dest.shape[1:])
+            wrong = [f"{n} {tuple(state[n].shape)}" for n in names if tuple(state[n].shape) != part]
+            if wrong:
+                raise NlpkitError(f"The pretrained BERT weight {', '.join(wrong)} does not have the shape the "
+                                  f"config gives it {part} (fast encoder parameter {target})")
+            dest.copy_(torch.cat([state[n] for n in names]) if len(names) > 1 else state[names[0]])
         return m
+
+    @torch.no_grad()
+    def hf_state(self) -> dict[str, torch.Tensor]:
+        """These weights under ``transformers.BertModel``'s names (the word table in vocabulary order)."""
+        mine = {name: p.detach() for name, p in self.named_parameters()}
+        mine["word.table"] = self.word.row_weight()
+        out = {}
+        for target, names in hf_layout(self.config.num_hidden_layers, self.pooler is not None):
+            for name, part in zip(names, mine[target].chunk(len(names))):
+                out[name] = part.clone()
+        return out
+
+    def to_hf(self, **hf_options: Any) -> nn.Module:
+        """The same weights in a ``transformers.BertModel`` (the stock layout: DDP, GPUs)."""
+        from transformers import AutoModel
+
+        with torch.random.fork_rng():
+            hf = AutoModel.from_config(self.config, add_pooling_layer=self.pooler is not None, **hf_options)
+        missing, unexpected = hf.load_state_dict(self.hf_state(), strict=False)
+        missing = [k for k in missing if k not in HF_BUFFERS]
+        if missing or unexpected:
+            raise NlpkitError(f"Converting the fast encoder to transformers' layout left {missing or unexpected} "
+                              "unmatched")
+        return hf.to(self.position.device)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> EncoderOutput:
         s = input_ids.shape[1]
@@ -324,11 +369,47 @@ class FastBertEncoder(nn.Module):
         return EncoderOutput(x, pooled)
 
 
+HF_BUFFERS = {"embeddings.position_ids", "embeddings.token_type_ids"}  # transformers' buffers, not weights
+
+
+def hf_layout(layers: int, pooler: bool) -> list[tuple[str, tuple[str, ...]]]:
+    """Each fast-encoder parameter and the ``transformers.BertModel`` weights it is made of (concatenated along
+    the first dimension: Q, K and V make ``qkv``). The one map both conversions read."""
+    out = [("word.table", ("embeddings.word_embeddings.weight",)),
+           ("position", ("embeddings.position_embeddings.weight",)),
+           ("token_type", ("embeddings.token_type_embeddings.weight",)),
+           ("emb_ln.weight", ("embeddings.LayerNorm.weight",)), ("emb_ln.bias", ("embeddings.LayerNorm.bias",))]
+    for i in range(layers):
+        p = f"encoder.layer.{i}."
+        for kind in ("weight", "bias"):
+            qkv = tuple(f"{p}attention.self.{n}.{kind}" for n in ("query", "key", "value"))
+            out += [(f"layers.{i}.qkv.{kind}", qkv),
+                    (f"layers.{i}.attn_out.{kind}", (f"{p}attention.output.dense.{kind}",)),
+                    (f"layers.{i}.ln1.{kind}", (f"{p}attention.output.LayerNorm.{kind}",)),
+                    (f"layers.{i}.inter.{kind}", (f"{p}intermediate.dense.{kind}",)),
+                    (f"layers.{i}.out.{kind}", (f"{p}output.dense.{kind}",)),
+                    (f"layers.{i}.ln2.{kind}", (f"{p}output.LayerNorm.{kind}",))]
+    if pooler:
+        out += [("pooler.weight", ("pooler.dense.weight",)), ("pooler.bias", ("pooler.dense.bias",))]
+    return out
+
+
 def fast_encoder_fits(config: Any) -> bool:
-    """Whether a pretrained encoder can be swapped for :class:`FastBertEncoder`: a BERT config, outside DDP
-    (the sparse word embedding's gradient bypasses autograd's accumulation, which is where DDP all-reduces)."""
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    return not distributed and FastBertEncoder.supports(config)
+    """Whether a pretrained encoder is trained as :class:`FastBertEncoder`: a BERT config, where the speed rule
+    (``nlpkit.hardware.speed_paths``: one CPU process) takes the fast paths. Under DDP the sparse word embedding's
+    gradient would bypass autograd's accumulation, where DDP all-reduces; on a GPU the stock kernels are faster."""
+    return speed_paths().fast_encoder and FastBertEncoder.supports(config)
+
+
+def to_speed_layout(encoder: nn.Module, fast: bool, **hf_options: Any) -> nn.Module:
+    """A loaded ``encoder`` in the layout the speed rule wants here (same weights, same math): a saved fast encoder
+    becomes a ``transformers`` one on a GPU or under DDP, and a saved ``transformers`` BERT becomes the fast one on
+    a single CPU process when the model's ``fast`` option asks for it."""
+    if isinstance(encoder, FastBertEncoder):
+        return encoder if speed_paths().fast_encoder else encoder.to_hf(**hf_options)
+    if fast and fast_encoder_fits(encoder.config):
+        return FastBertEncoder.from_hf(encoder, pooler=getattr(encoder, "pooler", None) is not None)
+    return encoder
 
 
 def fast_adamw(encoder: nn.Module, groups: list[dict[str, Any]], lr: float) -> FastAdamW | None:

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from nlpkit_plugins.models.seq2seq import Seq2SeqFields
+from nlpkit_plugins.models.seq2seq import Seq2SeqFields, run_packed
 from safetensors.torch import load_model, save_model
 from tokenizers import Tokenizer
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nlpkit.contract import Model, TaskSpec
 from nlpkit.text import PAD, train_subword_tokenizer
@@ -52,9 +51,7 @@ class BiLSTMEncoder(nn.Module):
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """States (batch, time, 2*hidden) and the final forward/backward states concatenated (batch, 2*hidden)."""
         x = self.dropout(self.embed(ids))
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, (h, _) = self.lstm(packed)
-        states, _ = pad_packed_sequence(out, batch_first=True, total_length=ids.shape[1])
+        states, (h, _) = run_packed(self.lstm, x, lengths)
         final = torch.cat([h[-2], h[-1]], dim=-1)
         return self.dropout(states), self.dropout(final)
 
@@ -64,6 +61,7 @@ class RecurrentModel(Model):
 
     serves = ("classification",)
     Options = RecurrentOptions
+    host_inputs = ("lengths",)  # packing reads them on the CPU
     def __init__(self, spec: TaskSpec, options: RecurrentOptions, tokenizer: Tokenizer):
         super().__init__(spec, options)
         self.tokenizer = tokenizer

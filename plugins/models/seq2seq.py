@@ -121,12 +121,24 @@ def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tenso
     return x.gather(1, index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x))
 
 
-def run_packed(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor):
-    """Run a one-direction RNN over padded rows without letting padding into the states."""
-    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+def run_packed(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    """Run a (batch-first) RNN over padded rows without letting padding into the states: the padded outputs and
+    the final state (a tensor, or the LSTM's pair), both in the batch's order.
+
+    The rows are sorted by length here, on the lengths the loop keeps on the CPU (``host_inputs``), and reordered
+    on the device with indices sent there without waiting: what ``pack_padded_sequence(enforce_sorted=False)``
+    does, the same sort and the same results, but without its copy of the order back from the GPU (a host sync)."""
+    lengths = torch.as_tensor(lengths, device="cpu")
+    sorted_lengths, order = torch.sort(lengths, descending=True)
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(len(order))
+    order, inverse = order.to(x.device, non_blocking=True), inverse.to(x.device, non_blocking=True)
+    packed = pack_padded_sequence(x.index_select(0, order), sorted_lengths, batch_first=True, enforce_sorted=True)
     out, state = rnn(packed)
     out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
-    return out, state
+    state = tuple(s.index_select(1, inverse) for s in state) if isinstance(state, tuple) else \
+        state.index_select(1, inverse)
+    return out.index_select(0, inverse), state
 
 
 class BiGRUEncoder(nn.Module):
@@ -309,19 +321,27 @@ def _mask_scores(logp: torch.Tensor, finished: torch.Tensor, at_limit: torch.Ten
     return logp
 
 
+def _stop_check_every(device: torch.device) -> int:
+    """Decoding steps between checks that every row has finished. The check reads a flag back to the host, which
+    on a GPU waits for every queued step: there look every 8 steps (finished rows only add PAD, at no score, so the
+    result is the same); on the CPU, where reading costs nothing, every step."""
+    return 1 if device.type == "cpu" else 8
+
+
 def greedy_search(step, state: dict, max_len: torch.Tensor) -> tuple[list[list[int]], list]:
     """Batched greedy decoding; returns token ids (without EOS) and per-step attention rows (or None)."""
     n = max_len.shape[0]
     prev = torch.full((n,), BOS, dtype=torch.long, device=max_len.device)
     finished = torch.zeros(n, dtype=torch.bool, device=max_len.device)
     tokens, attention = [], []
+    every = _stop_check_every(max_len.device)
     for t in range(int(max_len.max())):
         logp, state, a = step(prev, state)
         prev = _mask_scores(logp, finished, t + 1 >= max_len).argmax(-1)
         tokens.append(prev)
         attention.append(a)
         finished = finished | (prev == EOS)
-        if finished.all():
+        if (t + 1) % every == 0 and finished.all():
             break
     return _finish(torch.stack(tokens, 1), attention)
 
@@ -339,6 +359,7 @@ def beam_search(step, state: dict, max_len: torch.Tensor, beam: int, length_pena
     lengths = torch.zeros(n * beam, device=device)
     history = torch.zeros(n * beam, 0, dtype=torch.long, device=device)
     attention: list[torch.Tensor] = []
+    every = _stop_check_every(device)
     for t in range(int(max_len.max())):
         logp, state, a = step(prev, state)
         logp = _mask_scores(logp, finished, t + 1 >= limit)
@@ -353,7 +374,7 @@ def beam_search(step, state: dict, max_len: torch.Tensor, beam: int, length_pena
         if a is not None:  # each beam's attention history follows it
             attention = [x.index_select(0, source) for x in attention] + [a.index_select(0, source)]
         scores = top
-        if finished.all():
+        if (t + 1) % every == 0 and finished.all():
             break
     ranked = scores.view(-1) / lengths.clamp(min=1) ** length_penalty
     best = torch.arange(n, device=device) * beam + ranked.view(n, beam).argmax(-1)
@@ -381,6 +402,7 @@ class Seq2SeqModel(Model):
     serves = ("seq2seq",)
     prefers_fp32_on_cpu = True  # step-by-step decoders: bf16 autocast is slower on CPUs without native bf16
     default_cell = "gru"
+    host_inputs = ("source_lengths",)  # packing reads them on the CPU
 
     def __init__(self, spec: TaskSpec, options: Options, source_tokenizer: Any, target_tokenizer: Tokenizer,
                  **parts: Any):

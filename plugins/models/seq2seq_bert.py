@@ -60,7 +60,7 @@ class BertSeq2Seq(Seq2SeqModel):
 
     @classmethod
     def load(cls, folder: Path, options_cls: type[Options] = Options) -> BertSeq2Seq:
-        from nlpkit_plugins.models.bert import saved_encoder
+        from nlpkit_plugins.models.bert import loaded_encoder, saved_encoder
 
         folder = Path(folder)
         config = json.loads((folder / "config.json").read_text())
@@ -69,6 +69,7 @@ class BertSeq2Seq(Seq2SeqModel):
                     AutoTokenizer.from_pretrained(folder / "encoder"),
                     Tokenizer.from_file(str(folder / "target_tokenizer.json")), encoder=encoder)
         load_model(model, str(folder / "model.safetensors"))
+        loaded_encoder(model, model.options.fast)
         return model
 
     def source_ids(self, text: str) -> tuple[list[int], list[str]]:

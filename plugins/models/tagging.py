@@ -27,8 +27,8 @@ from nlpkit_plugins.models.attention import AttentionModel
 from nlpkit_plugins.models.bert import BertModel
 from nlpkit_plugins.models.lstm import LSTMModel
 from nlpkit_plugins.models.recurrent import RecurrentOptions
+from nlpkit_plugins.models.seq2seq import run_packed
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torchcrf import CRF
 
 from nlpkit.contract import Output, TaskSpec
@@ -164,8 +164,7 @@ class RecurrentTagger:
         x = self.embed(ids)
         if self.chars is not None:
             x = torch.cat([x, self.chars(chars)], dim=-1)
-        packed = pack_padded_sequence(self.dropout(x), lengths.cpu(), batch_first=True, enforce_sorted=False)
-        states, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=ids.shape[1])
+        states = run_packed(self.lstm, self.dropout(x), lengths)[0]
         return self.emissions(self.dropout(self.context(self.dropout(states), mask))).float()
 
     def forward(self, ids: torch.Tensor, chars: torch.Tensor, lengths: torch.Tensor,

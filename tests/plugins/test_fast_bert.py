@@ -2,17 +2,19 @@
 one optimizer step (with clipping) equal to torch.optim.AdamW, a save/load round trip that predicts the same."""
 
 import io
+import shutil
 from functools import partial
 
 import pytest
 import torch
-from nlpkit_plugins.models.bert import BertModel, BertOptions
-from nlpkit_plugins.models.fast_bert import FastAdamW, FastBertEncoder, SparseRowEmbedding
+from nlpkit_plugins.models.bert import BertModel, BertOptions, pretrained_encoder
+from nlpkit_plugins.models.fast_bert import FastAdamW, FastBertEncoder, SparseRowEmbedding, fast_dropout
 from torch.nn.utils import clip_grad_norm_, get_total_norm
 from transformers import BertConfig
 from transformers import BertModel as HFBertModel
 
 from nlpkit.contract import TaskSpec
+from nlpkit.errors import NlpkitError
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +182,109 @@ def test_translation_encoder_is_fast_and_both_layouts_load(tiny, tmp_path, fast)
     for m in (model, loaded):
         m.prepare_inference(True)
     assert predictions(loaded, examples[:4]) == predictions(model, examples[:4])
+
+
+# ----------------------------------------------------------------------------------- one rule, both layouts
+
+def same_logits(a: BertModel, b: BertModel) -> None:
+    x = batch(True)
+    with torch.no_grad():
+        torch.testing.assert_close(a.eval()(**x).logits, b.eval()(**x).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_a_fast_model_loads_as_transformers_under_ddp_or_on_a_gpu(tiny, tmp_path, monkeypatch):
+    """Saved by the fast path (one CPU process), loaded where the rule takes the stock one (WORLD_SIZE=2 as
+    torchrun sets it): converted on load, same weights, same outputs; and back."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    model = make(tiny, True)
+    optimizer = model.make_optimizer(1e-3, 0.0)
+    model.train()
+    model(**batch(True)).loss.backward()  # a step, so the word table is permuted
+    optimizer.step()
+    assert 0 < model.encoder.word.n_active < 100
+    model.save(tmp_path / "fast")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    stock = BertModel.load(tmp_path / "fast")
+    assert isinstance(stock.encoder, HFBertModel) and stock.make_optimizer(1e-3, 0.0) is None
+    assert stock.encoder.config._attn_implementation == "sdpa"
+    same_logits(stock, model)
+    stock.save(tmp_path / "stock")
+    monkeypatch.delenv("WORLD_SIZE")
+    again = BertModel.load(tmp_path / "stock")
+    assert isinstance(again.encoder, FastBertEncoder)
+    same_logits(again, model)
+
+
+def test_a_new_model_under_ddp_is_built_in_the_stock_layout(tiny, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    model = make(tiny, True)
+    assert isinstance(model.encoder, HFBertModel) and model.make_optimizer(1e-3, 0.0) is None
+
+
+# ----------------------------------------------------------------------------------- loading is checked
+
+def test_a_renamed_pretrained_weight_is_an_error_naming_it(tiny, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "renamed"
+    shutil.copytree(tiny, folder)
+    weights = load_file(str(folder / "model.safetensors"))
+    weights["encoder.layer.1.attention.self.qry.weight"] = weights.pop("encoder.layer.1.attention.self.query.weight")
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    for fast in (True, False):
+        with pytest.raises(NlpkitError, match=r"missing.*encoder\.layer\.1\.attention\.self\.query\.weight"):
+            pretrained_encoder(BertOptions(pretrained=str(folder), fast=fast), pooler=True)
+
+
+def test_the_fast_layout_uses_every_weight_and_checks_every_shape(tiny):
+    hf = HFBertModel.from_pretrained(tiny)
+    state = dict(hf.state_dict())
+    FastBertEncoder.from_hf_state(hf.config, state, pooler=True)  # as it is: fits
+    missing = {k: v for k, v in state.items() if k != "encoder.layer.0.output.dense.bias"}
+    with pytest.raises(NlpkitError, match=r"missing: encoder\.layer\.0\.output\.dense\.bias"):
+        FastBertEncoder.from_hf_state(hf.config, missing, pooler=True)
+    extra = {**state, "encoder.layer.2.output.dense.bias": torch.zeros(32)}
+    with pytest.raises(NlpkitError, match=r"not used: encoder\.layer\.2\.output\.dense\.bias"):
+        FastBertEncoder.from_hf_state(hf.config, extra, pooler=True)
+    with pytest.raises(NlpkitError, match=r"not used: pooler\.dense\.bias, pooler\.dense\.weight"):  # no pooler asked for
+        FastBertEncoder.from_hf_state(hf.config, state, pooler=False)
+    # [1, 32] would broadcast into a [32] bias without a word
+    squeezed = {**state, "encoder.layer.0.attention.self.key.bias": state["encoder.layer.0.attention.self.key.bias"][None]}
+    with pytest.raises(NlpkitError, match=r"key\.bias \(1, 32\) does not have the shape .*\(32,\)"):
+        FastBertEncoder.from_hf_state(hf.config, squeezed, pooler=True)
+
+
+# ----------------------------------------------------------------------------------- dropout and devices
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 1 / 3])
+def test_fast_dropout_scales_by_its_masks_real_keep_probability(p):
+    dropped = round(p * 65536) / 65536
+    assert dropped != p  # the case that matters: the mask's probability is not p
+    torch.manual_seed(0)
+    y = fast_dropout(torch.ones(4096), p, True)
+    kept = y[y != 0]
+    want = torch.full_like(kept, 1.0).mul(1.0 / (1.0 - dropped))
+    assert torch.equal(kept, want), f"kept elements scaled by {kept[0].item()!r}, want 1 / (1 - {dropped})"
+    assert fast_dropout(torch.ones(8), 1.0, True).eq(0).all()
+
+
+def test_fast_adamw_keeps_its_tensors_on_the_parameters_device(monkeypatch):
+    """On the meta device (no data, real device checks): every tensor the fused kernel gets is on the parameters'
+    device, and clipping reads no number back to the host (a meta tensor cannot be read)."""
+    params = [torch.nn.Parameter(torch.empty(6, 4, device="meta")), torch.nn.Parameter(torch.empty(4, device="meta"))]
+    for p in params:
+        p.grad = torch.empty_like(p)
+    kernel = torch._fused_adamw_
+    calls = []
+
+    def device_asserting(ps, gs, ms, vs, maxes, steps, **kwargs):
+        tensors = [*ps, *gs, *ms, *vs, *steps] + [kwargs["grad_scale"]] * (kwargs["grad_scale"] is not None)
+        calls.append(sorted({str(t.device) for t in tensors}))
+        return kernel(ps, gs, ms, vs, maxes, steps, **kwargs)
+
+    monkeypatch.setattr(torch, "_fused_adamw_", device_asserting)
+    optimizer = FastAdamW(params, sparse=[], lr=1e-3)
+    optimizer.clip_grad_norm_(1.0)
+    optimizer.step()
+    assert calls == [["meta"]]
+    assert all(t.device.type == "meta" for s in optimizer.state.values() for t in s.values())
