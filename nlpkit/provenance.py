@@ -67,17 +67,40 @@ def file_sha256(path: Path) -> str:
     return _hashes[key]
 
 
+def _file_entry(path: Path, name: str) -> dict[str, Any]:
+    return {"path": name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def _named_files(options: dict[str, Any], folder: Path | None) -> list[Path]:
+    """Files a dataset's options name (``text_files``' train/test paths and the like), as the plugin would
+    open them: relative to the data folder when there is one, else to the working directory."""
+    found = []
+    for value in options.values():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and item and len(item) < 4096:
+                path = Path(os.path.expandvars(item)).expanduser()
+                for candidate in ([folder / path] if folder is not None and not path.is_absolute() else []) + [path]:
+                    if candidate.is_file():
+                        found.append(candidate)
+                        break
+    return found
+
+
 def data_provenance(dataset: str, folder: Path | None, options: dict[str, Any],
                     hub_id: str | None = None) -> dict[str, Any]:
-    """The data a run read: a local folder's files (relative path, size, sha256), or the hub dataset it
-    names, or (neither) data the plugin generates from its options."""
+    """The data a run read: a local folder's files and any files its options name (path, size, sha256), or
+    the hub dataset it names, or (none of these) data the plugin generates from its options."""
     out: dict[str, Any] = {"dataset": dataset, "options": options}
+    files = []
     if folder is not None:
         folder = Path(folder)
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-        out |= {"source": "local", "folder": str(folder.resolve()),
-                "files": [{"path": str(p.relative_to(folder)), "bytes": p.stat().st_size, "sha256": file_sha256(p)}
-                          for p in files]}
+        out["folder"] = str(folder.resolve())
+        files += [_file_entry(p, str(p.relative_to(folder))) for p in sorted(folder.rglob("*"))
+                  if p.is_file() and not p.name.startswith(".")]
+    files += [_file_entry(p, str(p)) for p in _named_files(options, folder)
+              if folder is None or not p.resolve().is_relative_to(folder.resolve())]
+    if files:
+        out |= {"source": "local", "files": files}
     elif hub_id:
         out |= {"source": "hub", "hub_id": hub_id, "revision": hub_revision(hub_id)}
     else:
