@@ -26,7 +26,7 @@ from nlpkit import checkpoint, data
 from nlpkit.checkpoint import Interrupted
 from nlpkit.contract import Dataset, Model, Task
 from nlpkit.errors import NlpkitError
-from nlpkit.hardware import PeakMemory, device_description
+from nlpkit.hardware import PeakMemory, device_description, resolve_device
 from nlpkit.plugins import Registry, registry
 from nlpkit.provenance import data_provenance, provenance, versions
 from nlpkit.recipe import Recipe, RunSpec, TaskEntry, TrainOptions, settings_hash
@@ -220,14 +220,23 @@ def set_aside(folder: Path, old_hash: str) -> Path:
 
 def set_aside_changed(runs: list[RunSpec], say: Any) -> None:
     """A run folder holds the configuration the recipe names now: a run in it (finished, failed or
-    interrupted) made with other settings moves aside, so it is neither reused nor resumed nor overwritten."""
+    interrupted) made with other settings moves aside, so it is neither reused nor resumed nor overwritten;
+    a run of the recipe's settings that was set aside earlier (``<name>@<hash>``) moves back and is reused."""
     for spec in runs:
+        now = spec.settings_hash
         before = saved_settings_hash(spec.folder)
-        if before is not None and before != spec.settings_hash:
+        if before is not None and before != now:
             status = run_status(spec.folder)
             target = set_aside(spec.folder, before)
-            say(f"{spec.name}: the {status} run there was made with other settings ({before}, now "
-                f"{spec.settings_hash}); moved it to {target}")
+            say(f"{spec.name}: the {status} run there was made with other settings ({before}, now {now}); "
+                f"moved it to {target}")
+        earlier = spec.folder.with_name(f"{spec.folder.name}@{now}")
+        if not spec.folder.exists() and earlier.is_dir() and saved_settings_hash(earlier) == now:
+            with run_lock(earlier):
+                os.rename(earlier, spec.folder)
+            (spec.folder / ".lock").unlink(missing_ok=True)
+            say(f"{spec.name}: the {run_status(spec.folder)} run made with these settings ({now}) is back from "
+                f"{earlier}")
 
 
 def in_process_requested() -> bool:
@@ -248,11 +257,12 @@ def run_recipe(recipe: Recipe, force: bool = False, echo: Any = print, restart: 
     if world > 1 and jobs > 1:
         raise NlpkitError("--jobs runs separate runs side by side; it cannot be combined with torchrun/accelerate")
     if world > 1:  # every rank must see the folders as they were before the main process moves any
-        PartialState().wait_for_everyone()
+        ranks = PartialState(cpu=resolve_device(recipe.runs[0].train.device).type == "cpu")  # as start_model
+        ranks.wait_for_everyone()
     if main:
         set_aside_changed(recipe.runs, say)
     if world > 1:
-        PartialState().wait_for_everyone()
+        ranks.wait_for_everyone()
     todo = []
     for i, spec in enumerate(recipe.runs, 1):
         if is_finished(spec.folder) and not force:

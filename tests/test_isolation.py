@@ -209,3 +209,61 @@ def test_data_provenance_hashes_the_files_options_name_once_per_version(tmp_path
     assert changed["files"][0]["sha256"] == real(train.read_bytes()).hexdigest() and len(calls) == 2
     assert provenance.data_provenance("ag_news", None, {}, hub_id="ag_news")["source"] == "hub"
     assert provenance.data_provenance("toy", None, {"size": 3})["source"].startswith("generated")
+
+
+def test_peak_memory_starts_from_the_runs_own_high_water_mark():
+    import torch
+
+    from nlpkit.hardware import PeakMemory, peak_rss_mb
+
+    big = torch.ones(300 * 2**20 // 4)  # 300 MB touched before "the run": a previous run's peak
+    del big
+    before = peak_rss_mb()
+    memory = PeakMemory().start()
+    cpu = torch.device("cpu")
+    if not memory.reset:
+        pytest.skip("this kernel has no resettable VmHWM (/proc/self/clear_refs)")
+    assert memory.mb(cpu) < before - 200, (memory.mb(cpu), before)
+    assert "reset when the run started" in memory.how(cpu) and "shared with other runs" in memory.how(cpu)
+    held = torch.ones(100 * 2**20 // 4)
+    assert memory.mb(cpu) >= 100 and held.sum() > 0  # what the run itself touches counts
+
+
+def test_set_train_key_that_every_entry_sets_itself_warns(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task: {name: classification, dataset: toy_topics}\n"
+                      "models: {lstm: {lr: 0.01}, attention: {lr: 0.02}, bert: {batch_size: 8}}\n")
+    partial = CliRunner().invoke(main, ["run", str(recipe), "--dry-run", "--set", "train.lr=0.5"])
+    assert partial.exit_code == 0, partial.output
+    assert "--set train.lr=0.5 does not reach them: model entries lstm, attention set lr" in partial.output
+    recipe.write_text(recipe.read_text().replace("bert: {batch_size: 8}", "bert: {lr: 3.0e-5}"))
+    none = CliRunner().invoke(main, ["run", str(recipe), "--dry-run", "--set", "train.lr=0.5"])
+    assert "--set train.lr=0.5 changes nothing: model entries lstm, attention, bert set lr" in none.output
+    quiet = CliRunner().invoke(main, ["run", str(recipe), "--dry-run", "--set", "train.epochs=1"])
+    assert "Warning" not in quiet.output
+
+
+def test_a_finished_run_with_other_settings_moves_aside_and_the_others_are_reused(mixed):
+    root, _ = mixed
+    recipe = root / "mixed.yaml"
+    runs = root / "runs" / "mixed"
+    lstm = runs / "classification-lstm-seed1"
+    old = json.loads((lstm / "results.json").read_text())["settings_hash"]
+    plan = CliRunner().invoke(main, ["run", str(recipe), "--dry-run", "--set", "models.lstm.lr=0.005"])
+    assert f"holds a run with other settings ({old}): moves aside" in plan.output
+    result = CliRunner().invoke(main, ["run", str(recipe), "--set", "models.lstm.lr=0.005"])
+    assert result.exit_code == 0, result.output
+    assert "classification-attention-seed1: finished, skipping" in result.output
+    assert f"the finished run there was made with other settings ({old}" in result.output
+    aside = runs / f"classification-lstm-seed1@{old}"
+    kept = json.loads((aside / "results.json").read_text())
+    new = json.loads((lstm / "results.json").read_text())
+    assert kept["settings_hash"] == old and new["settings_hash"] != old
+    assert yaml.safe_load((lstm / "recipe.yaml").read_text())["train"]["lr"] == 0.005
+    again = CliRunner().invoke(main, ["run", str(recipe), "--set", "models.lstm.lr=0.005"])
+    assert again.output.count("finished, skipping") == 2 and "moved" not in again.output
+    back = CliRunner().invoke(main, ["run", str(recipe)])  # the first settings again: their run is reused
+    assert back.exit_code == 0, back.output
+    assert f"is back from {aside}" in back.output and back.output.count("finished, skipping") == 2
+    assert json.loads((lstm / "results.json").read_text()) == kept and not aside.exists()
+    assert (runs / f"classification-lstm-seed1@{new['settings_hash']}").is_dir()
