@@ -315,6 +315,8 @@ def run_in_process(todo: list[tuple[int, RunSpec]], n: int, restart: bool, say: 
         resuming = f"resuming from the checkpoint at step {step} (--restart starts over)" if step else "training"
         say(f"[{i}/{n}] {spec.name}: {resuming}")
         fresh_accelerate_state()
+        if spec.train.threads:
+            torch.set_num_threads(spec.train.threads)
         try:
             res = execute(spec, reg, cache, restart=restart)
         except Interrupted as err:
