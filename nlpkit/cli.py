@@ -49,8 +49,11 @@ def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool, res
     from nlpkit.recipe import load_recipe
 
     plan = load_recipe(recipe, list(overrides))
+    for warning in plan.warnings:
+        click.secho(f"Warning: {warning}", fg="yellow", err=True)
     if dry_run:
         from nlpkit.checkpoint import latest_step
+        from nlpkit.engine import saved_settings_hash
         from nlpkit.runs import is_finished
 
         click.echo(f"Recipe '{plan.name}': {len(plan.runs)} runs")
@@ -58,6 +61,9 @@ def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool, res
             step = latest_step(spec.folder / "checkpoints")
             state = "finished" if is_finished(spec.folder) else f"resumes at step {step}" if step \
                 else "to run"
+            saved = saved_settings_hash(spec.folder)
+            if saved not in (None, spec.settings_hash):
+                state = f"holds a run with other settings ({saved}): moves aside, runs {spec.settings_hash}"
             opts = {**spec.model_options, **spec.train.model_dump(exclude_defaults=True)}
             click.echo(f"  {spec.folder}  [{state}]  {spec.task.dataset}  {json.dumps(opts)}")
         return

@@ -9,24 +9,38 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import sys
+import time
+import traceback
 from contextlib import nullcontext
-from importlib.metadata import PackageNotFoundError, version
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
+from accelerate import PartialState
 from accelerate.utils import set_seed
+from pydantic import ValidationError
 
 from nlpkit import checkpoint, data
+from nlpkit.checkpoint import Interrupted
 from nlpkit.contract import Dataset, Model, Task
 from nlpkit.errors import NlpkitError
-from nlpkit.hardware import device_description, peak_memory_mb
+from nlpkit.hardware import PeakMemory, device_description, resolve_device
 from nlpkit.plugins import Registry, registry
-from nlpkit.recipe import COSMETIC, Recipe, RunSpec, TaskEntry, flatten
-from nlpkit.runs import MetricsLog, disk_errors, is_finished, run_lock, write_json, write_jsonl, write_yaml
+from nlpkit.provenance import data_provenance, provenance, versions
+from nlpkit.recipe import Recipe, RunSpec, TaskEntry, TrainOptions, settings_hash
+from nlpkit.runs import (
+    MetricsLog,
+    RunLocked,
+    disk_errors,
+    is_finished,
+    run_lock,
+    run_status,
+    write_json,
+    write_jsonl,
+    write_yaml,
+)
 from nlpkit.training import evaluate, make_accelerator, predict, start_model, train
 
 SPLITS = ("train", "validation", "test")
@@ -46,35 +60,62 @@ def load_splits(entry: TaskEntry, reg: Registry) -> tuple[Task, dict[str, list[d
     return task, task.prepare(raw, dataset.labels())
 
 
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in ("nlpkit", "torch", "transformers", "accelerate", "datasets", "tokenizers"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
+def data_source(entry: TaskEntry, reg: Registry) -> dict[str, Any]:
+    """The provenance of a task entry's data (see :func:`nlpkit.provenance.data_provenance`)."""
+    dataset_cls = reg.dataset(entry.dataset)
+    options = dataset_cls.Options(**entry.dataset_options)
+    hub_id = getattr(options, "hub_id", None)
+    return data_provenance(entry.dataset, data.data_dir(entry.dataset, entry.data_dir),
+                           options.model_dump(), hub_id if isinstance(hub_id, str) else None)
 
 
-def refuse_changed_settings(folder: Path, spec: RunSpec) -> None:
-    """An unfinished run resumes only with the settings it was started with: resuming its checkpoint under
-    others would give results that belong to neither."""
-    saved = folder / "recipe.yaml"
-    if not saved.exists():
-        return
-    before, now = flatten(yaml.safe_load(saved.read_text())), flatten(yaml.safe_load(yaml.safe_dump(spec.to_dict())))
-    changed = sorted(k for k in (before.keys() | now.keys()) - COSMETIC if before.get(k) != now.get(k))
-    if changed:
-        shown = "; ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
-        raise NlpkitError(f"{folder}: this unfinished run was started with other settings ({shown}); resuming its "
-                          "checkpoint would mix them. Run with --restart to start it over (or restore the recipe).")
+def fresh_accelerate_state() -> None:
+    """Forget the accelerate state a previous run of this process left (its device, its mixed precision),
+    keeping the process group: a second run with another precision would otherwise die with "AcceleratorState
+    has already been initialized". Only needed where runs share a process (torchrun, in-process runs)."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
 
 
 def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = None,
-            restart: bool = False) -> dict[str, Any]:
+            restart: bool = False, own_process: bool = False) -> dict[str, Any]:
     """Train and evaluate one run; write its folder; return its results. An unfinished run resumes from
-    its newest checkpoint unless ``restart``."""
+    its newest checkpoint unless ``restart``. A run that raises leaves ``failure.json`` (what, where, when)
+    in its folder, so any launcher can tell it failed. ``own_process``: this process exists for this run only
+    (nlpkit.jobs), which results.json says beside the peak memory."""
+    memory = PeakMemory().start(own_process)
     reg = reg or registry()
+    main = int(os.environ.get("RANK", "0")) == 0
+    folder = spec.folder
+    with run_lock(folder) if main else nullcontext():
+        if is_finished(folder) and not restart and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            return json.loads((folder / "results.json").read_text())  # another process finished it meanwhile
+        if main:
+            (folder / "failure.json").unlink(missing_ok=True)  # this attempt's outcome replaces the last one's
+        try:
+            return _execute(spec, reg, cache, restart, memory)
+        except Interrupted:
+            raise  # stopped on purpose: the checkpoint is its record, it resumes when run again
+        except BaseException as err:
+            if main:
+                write_failure(folder, err)
+            raise
+
+
+def write_failure(folder: Path, err: BaseException | str, kind: str | None = None) -> None:
+    """Record in the run folder why a run failed: ``failure.json`` (error, type, traceback tail, time)."""
+    if isinstance(err, BaseException):
+        text, kind = str(err) or type(err).__name__, type(err).__name__
+        tail = "".join(traceback.format_exception(type(err), err, err.__traceback__)[-6:])[-4000:]
+    else:
+        text, tail = err, ""
+    write_json(Path(folder) / "failure.json", {"error": text, "type": kind or "Error", "traceback": tail,
+                                                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def _execute(spec: RunSpec, reg: Registry, cache: dict | None, restart: bool, memory: PeakMemory) -> dict[str, Any]:
     model_cls: type[Model] = reg.model(spec.model)
     main = int(os.environ.get("RANK", "0")) == 0
     folder = spec.folder
@@ -87,79 +128,152 @@ def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = Non
     train_ex = examples["train"][: spec.train.max_train_examples]
     val_ex = examples["validation"][: spec.train.max_eval_examples]
     test_ex = examples["test"][: spec.train.max_eval_examples]
+    settings = spec.settings_hash
 
-    with run_lock(folder) if main else nullcontext():
-        if is_finished(folder) and not restart and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-            return json.loads((folder / "results.json").read_text())  # another process finished it meanwhile
-        checkpoints = folder / "checkpoints"
-        set_seed(spec.seed)
-        if main:
-            if restart:
-                checkpoint.clear(checkpoints)
-            elif checkpoint.manifests(checkpoints):
-                refuse_changed_settings(folder, spec)
-            write_yaml(folder / "recipe.yaml", spec.to_dict())
-            write_json(folder / "task.json", task.state())
-        model = start_model(model_cls, lambda: model_cls.create(task.spec, model_cls.Options(**spec.model_options),
-                                                                train_ex), checkpoints, spec.train.device)
-        accelerator, precision = make_accelerator(spec.train, type(model))  # create() may pick a per-kind class
-        encoded = {name: [model.encode(ex) for ex in exs] for name, exs in
-                   (("train", train_ex), ("validation", val_ex), ("test", test_ex))}
-        log = MetricsLog(folder / "metrics.jsonl", enabled=main)
-        fit = train(model, task, encoded["train"], encoded["validation"], val_ex, spec.train, spec.seed, log,
-                    accelerator, precision, checkpoints)
-        predictions = predict(model, encoded["test"], spec.train, accelerator, final=True)
-        test_metrics = task.metrics(test_ex, predictions)
-        details = test_metrics.pop("details", None)
-        results = {
-            "recipe": spec.recipe,
-            "task": task.name,
-            "task_kind": task.kind,
-            "dataset": spec.task.dataset,
-            "model": spec.label,
-            "plugin": spec.model,
-            "seed": spec.seed,
-            "main_metric": task.main_metric,
-            "greater_is_better": task.greater_is_better,
-            "test": test_metrics,
-            "test_details": details,
-            "validation": fit.best_validation,
-            "best_step": fit.best_step,
-            "steps": fit.steps,
-            "epochs": fit.epochs,
-            "train_examples": len(train_ex),
-            "train_seconds": round(fit.train_seconds, 3),
-            "train_examples_per_s": round(fit.examples / max(fit.train_seconds, 1e-9), 2),
-            "train_tokens_per_s": round(fit.tokens / max(fit.train_seconds, 1e-9), 1),
-            "peak_memory_mb": round(peak_memory_mb(accelerator.device), 1),
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "device": device_description(accelerator.device),
-            "device_type": accelerator.device.type,
-            "precision": precision,
-            "processes": fit.world_size,
-            "effective_batch_size": fit.effective_batch_size,
-            "resumed_from_step": fit.resumed_from,
-            "labels": task.spec.labels if task.spec else [],
-            "versions": versions(),
-            "argv": sys.argv,
-        }
-        if main:
-            with disk_errors(folder / "model"):
-                model.save(folder / "model")
-            write_jsonl(folder / "predictions.jsonl",
-                        [task.record(i, ex, p) for i, (ex, p) in enumerate(zip(test_ex, predictions))])
-            write_json(folder / "results.json", results)  # last: marks the run finished
+    checkpoints = folder / "checkpoints"
+    set_seed(spec.seed)
+    if main:
+        if restart:
             checkpoint.clear(checkpoints)
-        accelerator.wait_for_everyone()
+        write_yaml(folder / "recipe.yaml", {**spec.to_dict(), "settings_hash": settings})
+        write_json(folder / "task.json", task.state())
+    model = start_model(model_cls, lambda: model_cls.create(task.spec, model_cls.Options(**spec.model_options),
+                                                            train_ex), checkpoints, spec.train.device)
+    accelerator, precision = make_accelerator(spec.train, type(model))  # create() may pick a per-kind class
+    encoded = {name: [model.encode(ex) for ex in exs] for name, exs in
+               (("train", train_ex), ("validation", val_ex), ("test", test_ex))}
+    log = MetricsLog(folder / "metrics.jsonl", enabled=main)
+    fit = train(model, task, encoded["train"], encoded["validation"], val_ex, spec.train, spec.seed, log,
+                accelerator, precision, checkpoints)
+    predictions = predict(model, encoded["test"], spec.train, accelerator, final=True)
+    test_metrics = task.metrics(test_ex, predictions)
+    details = test_metrics.pop("details", None)
+    device = device_description(accelerator.device)
+    results = {
+        "recipe": spec.recipe,
+        "task": task.name,
+        "task_kind": task.kind,
+        "dataset": spec.task.dataset,
+        "model": spec.label,
+        "plugin": spec.model,
+        "seed": spec.seed,
+        "settings_hash": settings,
+        "main_metric": task.main_metric,
+        "greater_is_better": task.greater_is_better,
+        "test": test_metrics,
+        "test_details": details,
+        "validation": fit.best_validation,
+        "best_step": fit.best_step,
+        "steps": fit.steps,
+        "epochs": fit.epochs,
+        "train_examples": len(train_ex),
+        "train_seconds": round(fit.train_seconds, 3),
+        "train_examples_per_s": round(fit.examples / max(fit.train_seconds, 1e-9), 2),
+        "train_tokens_per_s": round(fit.tokens / max(fit.train_seconds, 1e-9), 1),
+        "peak_memory_mb": round(memory.mb(accelerator.device), 1),
+        "peak_memory_measured": memory.how(accelerator.device),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "device": device,
+        "device_type": accelerator.device.type,
+        "precision": precision,
+        "processes": fit.world_size,
+        "effective_batch_size": fit.effective_batch_size,
+        "resumed_from_step": fit.resumed_from,
+        "labels": task.spec.labels if task.spec else [],
+        "provenance": provenance(settings_hash=settings, device=device, precision=precision,
+                                 data=data_source(spec.task, reg)),
+    }
+    if main:
+        with disk_errors(folder / "model"):
+            model.save(folder / "model")
+        write_jsonl(folder / "predictions.jsonl",
+                    [task.record(i, ex, p) for i, (ex, p) in enumerate(zip(test_ex, predictions))])
+        write_json(folder / "results.json", results)  # last: marks the run finished
+        checkpoint.clear(checkpoints)
+    accelerator.wait_for_everyone()
     return results
+
+
+def saved_settings_hash(folder: Path) -> str | None:
+    """The settings hash of the run a folder holds (from its recipe.yaml), or None when it holds none.
+    Training options are re-read through the schema first, so a training key added to nlpkit since the run
+    was made counts with its default rather than as a change."""
+    saved = Path(folder) / "recipe.yaml"
+    if not saved.exists():
+        return None
+    try:
+        resolved = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        resolved.pop("settings_hash", None)
+        resolved["train"] = TrainOptions.model_validate(resolved.get("train") or {}).model_dump()
+    except (yaml.YAMLError, ValidationError, AttributeError, TypeError):
+        return "unreadable"
+    return settings_hash(resolved)
+
+
+def set_aside(folder: Path, old_hash: str) -> Path:
+    """Move a run folder to ``<folder>@<old_hash>`` beside it (``@<old_hash>-2`` ... when that is taken): the
+    run made with other settings is kept, never overwritten or deleted, and its name says which settings."""
+    folder = Path(folder)
+    with run_lock(folder):  # not while another process is working in it
+        for n in range(1, 1000):
+            target = folder.with_name(f"{folder.name}@{old_hash}" + (f"-{n}" if n > 1 else ""))
+            try:
+                target.mkdir()  # claims the name atomically; renaming a folder onto an empty one replaces it
+            except FileExistsError:
+                continue
+            os.rename(folder, target)
+            break
+        else:
+            raise NlpkitError(f"{folder}: no free name to move the run with other settings aside to")
+    (target / ".lock").unlink(missing_ok=True)
+    return target
+
+
+def set_aside_changed(runs: list[RunSpec], say: Any) -> None:
+    """A run folder holds the configuration the recipe names now: a run in it (finished, failed or
+    interrupted) made with other settings moves aside, so it is neither reused nor resumed nor overwritten;
+    a run of the recipe's settings that was set aside earlier (``<name>@<hash>``) moves back and is reused."""
+    for spec in runs:
+        now = spec.settings_hash
+        before = saved_settings_hash(spec.folder)
+        if before is not None and before != now:
+            status = run_status(spec.folder)
+            target = set_aside(spec.folder, before)
+            say(f"{spec.name}: the {status} run there was made with other settings ({before}, now {now}); "
+                f"moved it to {target}")
+        earlier = spec.folder.with_name(f"{spec.folder.name}@{now}")
+        if not spec.folder.exists() and earlier.is_dir() and saved_settings_hash(earlier) == now:
+            with run_lock(earlier):
+                os.rename(earlier, spec.folder)
+            (spec.folder / ".lock").unlink(missing_ok=True)
+            say(f"{spec.name}: the {run_status(spec.folder)} run made with these settings ({now}) is back from "
+                f"{earlier}")
+
+
+def in_process_requested() -> bool:
+    """``NLPKIT_IN_PROCESS=1`` runs every run inside the ``nlpkit run`` process (debuggers, profilers,
+    tests that patch nlpkit's functions); the default gives each run a fresh process."""
+    return os.environ.get("NLPKIT_IN_PROCESS", "") not in ("", "0", "false")
 
 
 def run_recipe(recipe: Recipe, force: bool = False, echo: Any = print, restart: bool = False,
                jobs: int = 1) -> list[dict[str, Any]]:
     """Run every run of the recipe, skipping finished ones and resuming interrupted ones (``restart``
-    starts those over); ``jobs`` > 1 runs that many side by side. Then write the summary and the comparison report."""
+    starts those over); each run in a fresh process of its own, ``jobs`` of them at a time (see nlpkit.jobs).
+    Then write the summary and the comparison report over the finished runs. A failed run does not stop
+    the others; afterwards :class:`NlpkitError` names each failed run with its error."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     main = int(os.environ.get("RANK", "0")) == 0
     say = echo if main else (lambda *_: None)  # under DDP only the main process talks
+    if world > 1 and jobs > 1:
+        raise NlpkitError("--jobs runs separate runs side by side; it cannot be combined with torchrun/accelerate")
+    if world > 1:  # every rank must see the folders as they were before the main process moves any
+        ranks = PartialState(cpu=resolve_device(recipe.runs[0].train.device).type == "cpu")  # as start_model
+        ranks.wait_for_everyone()
+    if main:
+        set_aside_changed(recipe.runs, say)
+    if world > 1:
+        ranks.wait_for_everyone()
     todo = []
     for i, spec in enumerate(recipe.runs, 1):
         if is_finished(spec.folder) and not force:
@@ -168,26 +282,71 @@ def run_recipe(recipe: Recipe, force: bool = False, echo: Any = print, restart: 
         if force and main:
             (spec.folder / "results.json").unlink(missing_ok=True)
         todo.append((i, spec))
-    if jobs > 1 and len(todo) > 1:
-        from nlpkit.jobs import run_parallel
-
-        results = run_parallel(todo, len(recipe.runs), jobs, restart or force, say)
+    if world > 1 or in_process_requested():
+        outcome = run_in_process(todo, len(recipe.runs), restart or force, say)
     else:
-        reg, results, cache = registry(), [], {}
-        for i, spec in todo:
-            step = None if restart or force else checkpoint.latest_step(spec.folder / "checkpoints")
-            resuming = f"resuming from the checkpoint at step {step} (--restart starts over)" if step else "training"
-            say(f"[{i}/{len(recipe.runs)}] {spec.name}: {resuming}")
-            res = execute(spec, reg, cache, restart=restart or force)
-            say(done_line(i, len(recipe.runs), spec, res))
-            results.append(res)
+        from nlpkit.jobs import run_isolated
+
+        outcome = run_isolated(todo, len(recipe.runs), jobs, restart or force, say)
+    if outcome.stopped:
+        raise outcome.stopped
     if main:
         from nlpkit.report import summarize, write_plugin_report
 
         folders = [s.folder for s in recipe.runs]
-        say(f"Summary: {summarize(folders, recipe.reports)}")
-        say(f"Report: {write_plugin_report(folders, recipe.reports)}")
-    return results
+        if any(is_finished(f) for f in folders):
+            say(f"Summary: {summarize(folders, recipe.reports)}")
+            say(f"Report: {write_plugin_report(folders, recipe.reports)}")
+    if outcome.failed:
+        lines = "\n  ".join(f"{name}: {error}" for name, error in outcome.failed)
+        raise NlpkitError(f"{len(outcome.failed)} of {len(todo)} runs failed (the others finished; failure.json "
+                          f"in each failed run's folder):\n  {lines}")
+    return outcome.results
+
+
+@dataclass
+class Outcome:
+    """What became of the runs ``nlpkit run`` started."""
+
+    results: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (run name, the first line of its error)
+    stopped: Interrupted | None = None  # set when a signal stopped the recipe
+
+
+def first_line(text: str) -> str:
+    return (text.strip().splitlines() or [""])[0]
+
+
+def run_in_process(todo: list[tuple[int, RunSpec]], n: int, restart: bool, say: Any) -> Outcome:
+    """Run ``todo`` one after another in this process (torchrun's ranks, or ``NLPKIT_IN_PROCESS=1``): each
+    run starts from a fresh accelerate state, and its peak memory from a reset high-water mark."""
+    reg, cache, outcome = registry(), {}, Outcome()
+    for i, spec in todo:
+        step = None if restart else checkpoint.latest_step(spec.folder / "checkpoints")
+        resuming = f"resuming from the checkpoint at step {step} (--restart starts over)" if step else "training"
+        say(f"[{i}/{n}] {spec.name}: {resuming}")
+        fresh_accelerate_state()
+        if spec.train.threads:
+            torch.set_num_threads(spec.train.threads)
+        try:
+            res = execute(spec, reg, cache, restart=restart)
+        except Interrupted as err:
+            say(f"[{i}/{n}] {spec.name}: {err}")
+            outcome.stopped = err
+            return outcome
+        except RunLocked as err:
+            say(f"[{i}/{n}] {spec.name}: skipped, {err}")
+            continue
+        except Exception as err:  # noqa: BLE001 - one failed run does not stop the others
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise  # the other ranks may be waiting in a collective: carrying on could hang them
+            message = f"{type(err).__name__}: {first_line(str(err))}"
+            say(f"[{i}/{n}] {spec.name}: failed: {message}")
+            outcome.failed.append((spec.name, message))
+            continue
+        say(done_line(i, n, spec, res))
+        outcome.results.append(res)
+    return outcome
 
 
 def done_line(i: int, n: int, spec: RunSpec, res: dict[str, Any]) -> str:
@@ -197,4 +356,4 @@ def done_line(i: int, n: int, spec: RunSpec, res: dict[str, Any]) -> str:
             f"{res['train_examples_per_s']:.1f} examples/s{procs}, {res['precision']})")
 
 
-__all__ = ["execute", "run_recipe", "load_splits", "evaluate", "torch"]
+__all__ = ["execute", "run_recipe", "load_splits", "evaluate", "torch", "versions"]

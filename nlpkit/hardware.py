@@ -217,7 +217,7 @@ def keep_freed_memory() -> bool:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MB)."""
+    """Peak resident memory of this process since it started (MB): ru_maxrss, which nothing can reset."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024 / 1024 if sys.platform == "darwin" else peak / 1024
 
@@ -228,7 +228,64 @@ def reset_peak_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def _vm_hwm_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+class PeakMemory:
+    """The peak memory of one run, measured so that nothing that ran before it in the process counts.
+
+    ``start()`` resets the kernel's resident high-water mark (writing "5" to /proc/self/clear_refs, Linux)
+    and CUDA's peak statistics; ``mb(device)`` then reads VmHWM (or the CUDA peak). Where the reset is not
+    possible the figure falls back to ru_maxrss, the process's high-water mark since it began, and ``how``
+    says so: in a run's own child process (the default, see nlpkit.jobs) that is still the run's own figure,
+    in a process that ran other runs before (torchrun, in-process runs) it may be theirs."""
+
+    def __init__(self) -> None:
+        self.reset = False
+        self.own_process = False
+
+    def start(self, own_process: bool = False) -> PeakMemory:
+        """Begin measuring; ``own_process``: this process was started for this one run."""
+        self.own_process = own_process
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.reset = _vm_hwm_mb() is not None
+        except OSError:
+            self.reset = False
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.reset_peak_memory_stats()
+        return self
+
+    def mb(self, device: torch.device) -> float:
+        if device.type == "cuda":
+            return torch.cuda.max_memory_allocated(device) / 2**20
+        hwm = _vm_hwm_mb() if self.reset else None
+        return hwm if hwm is not None else peak_rss_mb()
+
+    def how(self, device: torch.device) -> str:
+        """How ``mb`` was measured, for results.json beside the figure."""
+        where = "in the run's own process" if self.own_process else "in a process shared with other runs"
+        if device.type == "cuda":
+            return f"torch.cuda.max_memory_allocated, reset when the run started ({where})"
+        if self.reset and _vm_hwm_mb() is not None:
+            return f"resident high-water mark (VmHWM), reset when the run started ({where})"
+        if self.own_process:
+            return "ru_maxrss of the run's own process"
+        return ("ru_maxrss: the high-water mark of a process shared with other runs (the kernel's could not be "
+                "reset), so it may include memory of runs before this one")
+
+
 def peak_memory_mb(device: torch.device) -> float:
+    """The process's peak so far (see :class:`PeakMemory` for one run's own)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return peak_rss_mb()

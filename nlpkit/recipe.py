@@ -197,7 +197,7 @@ def settings_hash(resolved: dict[str, Any]) -> str:
     recipe.yaml): every setting except the seed, the recipe's name and the cosmetic keys. Seeds of one
     configuration share it; any change of what is computed changes it."""
     flat = flatten(json.loads(json.dumps(resolved, default=str)))
-    kept = {k: v for k, v in flat.items() if k not in COSMETIC and k not in ("seed", "recipe")}
+    kept = {k: v for k, v in flat.items() if k not in COSMETIC and k not in ("seed", "recipe", "settings_hash")}
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -208,6 +208,7 @@ class Recipe:
     schema: RecipeSchema
     runs: list[RunSpec]
     reports: Path
+    warnings: list[str] = field(default_factory=list)  # said before running: e.g. a --set that changes nothing
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -420,6 +421,8 @@ def parse_recipe(
     raw = raw if raw is not None else {}
     if not isinstance(raw, dict):
         raise NlpkitError(f"{path or 'recipe'}: a recipe is a mapping of keys (name, task, models, train, seeds)")
+    if is_resolved_run(raw):
+        raw = one_run_recipe(raw)
     origin = apply_overrides(raw, list(overrides))
     where = _Where(path, lines, origin)
     try:
@@ -445,7 +448,8 @@ def parse_recipe(
     reports = Path(schema.reports) / name
     for folder, base in [(spec.folder, spec.output) for spec in runs] + [(reports, Path(schema.reports))]:
         _inside(folder, base)
-    return Recipe(name=name, path=path, schema=schema, runs=runs, reports=reports)
+    return Recipe(name=name, path=path, schema=schema, runs=runs, reports=reports,
+                  warnings=shadowed_overrides(origin, schema))
 
 
 def _inside(folder: Path, base: Path) -> None:
@@ -454,6 +458,39 @@ def _inside(folder: Path, base: Path) -> None:
     resolved, root = Path(folder).resolve(), Path(base).resolve()
     if resolved == root or root not in resolved.parents:
         raise NlpkitError(f"{folder} would be written outside {base}: names in a recipe must be plain names")
+
+
+def shadowed_overrides(origin: dict[tuple, str], schema: RecipeSchema) -> list[str]:
+    """``--set train.KEY=...`` where model entries set KEY themselves: their own value wins, so for them the
+    override changes nothing; say so rather than let a comparison silently run with the old value."""
+    warnings = []
+    for path, item in origin.items():
+        if len(path) != 2 or path[0] != "train" or path[1] not in TrainOptions.model_fields:
+            continue
+        own = [label for label, options in schema.models.items() if options and path[1] in options]
+        if not own:
+            continue
+        effect = "changes nothing" if len(own) == len(schema.models) else "does not reach them"
+        who = f"model entries {', '.join(own)} set" if len(own) > 1 else f"model entry {own[0]} sets"
+        warnings.append(f"--set {item} {effect}: {who} {path[1]} in the recipe, which wins over train.{path[1]}; "
+                        f"set it per entry with --set models.<entry>.{path[1]}=...")
+    return warnings
+
+
+RESOLVED_KEYS = {"recipe", "task", "label", "model", "model_options", "train", "seed"}
+
+
+def is_resolved_run(raw: dict) -> bool:
+    """Whether a YAML document is a run folder's recipe.yaml (one resolved run) rather than a recipe."""
+    return RESOLVED_KEYS <= set(raw) and "models" not in raw
+
+
+def one_run_recipe(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The recipe that makes exactly the run a run folder's recipe.yaml describes (same settings, same seed,
+    same recipe name): ``nlpkit run <run folder>/recipe.yaml`` re-makes that run."""
+    entry = {"model": resolved["model"], **(resolved.get("model_options") or {}), **(resolved.get("train") or {})}
+    return {"name": resolved["recipe"], "task": resolved["task"], "models": {resolved["label"]: entry},
+            "seeds": [resolved["seed"]]}
 
 
 def expand(name: str, schema: RecipeSchema, tasks: list[TaskEntry], registry: Registry, where: _Where) -> list[RunSpec]:

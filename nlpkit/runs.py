@@ -1,7 +1,8 @@
 """Run folders: where each run's files live, written atomically so a crash never leaves half a file.
 
     runs/<recipe>/<task>-<model>-seed<k>/
-        recipe.yaml         the resolved configuration of this one run
+        recipe.yaml         the resolved configuration of this one run and its settings_hash; also a valid
+                            recipe: `nlpkit run <folder>/recipe.yaml` re-makes exactly this run
         task.json           the task's state (labels), so `nlpkit predict` can rebuild it
         metrics.jsonl       training and validation logs, one JSON object per line
         predictions.jsonl   test predictions, one per example
@@ -9,6 +10,9 @@
         checkpoints/        resumable training state (removed when the run finishes)
         results.json        written last: its presence means the run finished
         failure.json        written instead when the run raised: the error, its type, where, when
+    runs/<recipe>/<task>-<model>-seed<k>@<settings hash>/
+                            a run made with other settings than the recipe names now, moved aside (never
+                            overwritten); it moves back when the recipe names its settings again
 """
 
 from __future__ import annotations

@@ -126,6 +126,7 @@ def run_in_process(recipe, out):
 
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NLPKIT_IN_PROCESS", "1")  # the patches below must reach the run: this very process
         patch.setattr(training, "shard", recording_shard)
         patch.setattr(engine, "train", train_and_keep_weights)
         torch.set_num_threads(1)

@@ -1,4 +1,3 @@
-import os
 import platform
 
 import pytest
@@ -112,18 +111,13 @@ def test_jobs_workers_without_cuda_visible_devices_take_the_gpus_torch_sees(monk
     assert worker_gpu(0, count=0) is None
 
 
-def test_a_jobs_worker_sets_its_gpu_from_the_inherited_list(monkeypatch):
-    import queue
-    import signal
-
+def test_a_runs_child_gets_its_gpu_from_the_inherited_list(monkeypatch):
     from nlpkit import jobs
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,7")
-    monkeypatch.setattr(signal, "signal", lambda *args: None)
-    slots = queue.Queue()
-    slots.put(1)
-    jobs._start_worker(slots, torch.get_num_threads(), 2, None)
-    assert os.environ["CUDA_VISIBLE_DEVICES"] == "7"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert [jobs.child_gpu(slot, jobs=2) for slot in range(3)] == ["4", "7", "4"]
+    assert jobs.child_gpu(1, jobs=1) is None  # one at a time: the child inherits every GPU
 
 
 def test_cuda_peak_memory_is_reset_at_a_runs_start(monkeypatch):

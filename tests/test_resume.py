@@ -3,6 +3,7 @@ checkpoint was due) and run again ends exactly like
 the uninterrupted run (same batches, same dropout masks: dropout is on); SIGTERM writes a checkpoint and
 exits cleanly; a truncated checkpoint is skipped for the one before; checkpoints hold plain data only."""
 
+import functools
 import hashlib
 import json
 import logging
@@ -13,12 +14,22 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
-from training_utils import PYTHON, SIGNAL_AT_STEP, env, outcome, run_folder, share_initial_model, write_recipe
+from training_utils import (
+    PYTHON,
+    SIGNAL_AT_STEP,
+    env,
+    outcome,
+    run_folder,
+    share_initial_model,
+    signal_at_step,
+    write_recipe,
+)
 
 from nlpkit import checkpoint as ckpt
+from nlpkit import jobs
 from nlpkit.cli import main
-from nlpkit.runs import MetricsLog
 
 RECIPE = """\
 name: tiny
@@ -54,20 +65,14 @@ def reference(tmp_path_factory, one_thread):
     return root, recipe, outcome(folder)
 
 
-def run(recipe, output):
-    return CliRunner().invoke(main, ["run", str(recipe), "--set", f"output={output}", "--set", f"reports={output}/reports"])
+def run(recipe, output, *extra):
+    return CliRunner().invoke(main, ["run", str(recipe), "--set", f"output={output}", "--set",
+                                     f"reports={output}/reports", *extra])
 
 
 def stop_at(monkeypatch, step: int) -> None:
-    """SIGTERM this very process right after the train log line of ``step``."""
-    log = MetricsLog.__call__
-
-    def log_then_terminate(self, **row):
-        log(self, **row)
-        if row.get("split") == "train" and row.get("step") == step:
-            signal.raise_signal(signal.SIGTERM)
-
-    monkeypatch.setattr(MetricsLog, "__call__", log_then_terminate)
+    """SIGTERM the run's own process right after the train log line of ``step``."""
+    monkeypatch.setattr(jobs, "CHILD_SETUP", [functools.partial(signal_at_step, step, int(signal.SIGTERM))])
 
 
 @pytest.mark.parametrize("step", [3, 8])  # no checkpoint yet; killed after step 8's log line, before its checkpoint
@@ -113,7 +118,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(reference, monkeypatch):
     assert outcome(folder) == expected
 
 
-def test_truncated_checkpoint_falls_back_to_the_previous_one(reference, monkeypatch, caplog):
+def test_truncated_checkpoint_falls_back_to_the_previous_one(reference, monkeypatch, capfd):
     root, recipe, expected = reference
     output = root / "truncated"
     folder = run_folder(output)
@@ -124,10 +129,11 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one(reference, monkeypa
     assert sorted(p.name for p in newest.parent.glob("*.pt")) == ["step-00000008.pt", "step-00000010.pt"]
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
 
-    with caplog.at_level(logging.WARNING, logger="nlpkit.checkpoint"):
-        again = run(recipe, output)
+    capfd.readouterr()
+    again = run(recipe, output)
     assert again.exit_code == 0, again.output
-    assert any("step-00000010.pt" in r.getMessage() and "checksum" in r.getMessage() for r in caplog.records)
+    warned = capfd.readouterr().err  # the run's own process logs the warning, to the stderr it shares
+    assert "step-00000010.pt" in warned and "checksum" in warned, warned
     assert json.loads((folder / "results.json").read_text())["resumed_from_step"] == 8
     assert outcome(folder) == expected
 
@@ -189,18 +195,29 @@ def test_restart_ignores_the_checkpoints_of_an_unfinished_run(reference, monkeyp
     assert steps == list(range(1, len(steps) + 1)), "the stopped attempt's log lines are gone"
 
 
-def test_an_unfinished_run_does_not_resume_under_other_settings(reference, monkeypatch):
+def test_an_unfinished_run_with_other_settings_moves_aside_with_its_checkpoint(reference, monkeypatch):
     root, recipe, _ = reference
     output = root / "changed"
+    folder = run_folder(output)
     stop_at(monkeypatch, 6)
     assert run(recipe, output).exit_code == 128 + signal.SIGTERM
+    before = yaml.safe_load((folder / "recipe.yaml").read_text())["settings_hash"]
+
+    stop_at(monkeypatch, 3)  # other settings: the old run moves aside whole, the new one starts from step 0
+    changed = run(recipe, output, "--set", "train.lr=0.02")
+    assert changed.exit_code == 128 + signal.SIGTERM, changed.output
+    aside = folder.with_name(f"{folder.name}@{before}")
+    assert f"the interrupted run there was made with other settings ({before}" in changed.output
+    assert f"moved it to {aside}" in changed.output
+    assert ckpt.latest_step(aside / "checkpoints") == 6, "the old run's checkpoint moved with it, intact"
+    assert yaml.safe_load((aside / "recipe.yaml").read_text())["train"]["lr"] == 0.01
+    assert ckpt.latest_step(folder / "checkpoints") == 3 and "resuming" not in changed.output
     monkeypatch.undo()
-    changed = CliRunner().invoke(main, ["run", str(recipe), "--set", "train.lr=0.02", "--set", f"output={output}",
-                                        "--set", f"reports={output}/reports"])
-    assert changed.exit_code != 0
-    assert "started with other settings (train.lr: 0.01 -> 0.02)" in changed.output and "--restart" in changed.output
-    assert ckpt.latest_step(run_folder(output) / "checkpoints") == 6  # nothing was lost
-    quiet = CliRunner().invoke(main, ["run", str(recipe), "--set", "train.log_every=2", "--set", f"output={output}",
-                                      "--set", f"reports={output}/reports"])
+
+    quiet = run(recipe, output, "--set", "train.lr=0.02", "--set", "train.log_every=2")
     assert quiet.exit_code == 0, quiet.output  # logging is not a setting of the run: it resumes
-    assert "resuming from the checkpoint at step 6" in quiet.output
+    assert "resuming from the checkpoint at step 3" in quiet.output and "moved it" not in quiet.output
+    res = json.loads((folder / "results.json").read_text())
+    assert res["resumed_from_step"] == 3 and res["settings_hash"] != before
+    assert res["settings_hash"] == res["provenance"]["settings_hash"]
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name, aside.name]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -65,21 +66,34 @@ def env(**extra: str) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **extra}
 
 
-# A driver for child processes: sends ``SIG`` to itself right after the train log line of step ``STEP``,
-# then runs the nlpkit command line. SIGKILL that way is a crash at an exact step; SIGTERM a polite stop.
-SIGNAL_AT_STEP = """
-import os, sys
-from nlpkit import runs
+def signal_at_step(step: int, sig: int) -> None:
+    """In the process that runs a run: send ``sig`` right after the train log line of ``step``. SIGKILL is a
+    crash of the machine at an exact step, so it takes ``nlpkit run`` (the parent) down too; any other signal
+    goes to the run's own process, as a polite stop sent to it. Installed through ``nlpkit.jobs.CHILD_SETUP``
+    (each run has a process of its own, so a patch in the test's process would not reach it)."""
+    from nlpkit import runs
 
-STEP, SIG = int(sys.argv[1]), int(sys.argv[2])
-log = runs.MetricsLog.__call__
+    log = runs.MetricsLog.__call__
 
-def log_then_signal(self, **row):
-    log(self, **row)
-    if row.get("split") == "train" and row.get("step") == STEP:
-        os.kill(os.getpid(), SIG)
+    def log_then_signal(self, **row):
+        log(self, **row)
+        if row.get("split") == "train" and row.get("step") == step:
+            if sig == signal.SIGKILL:
+                os.kill(os.getppid(), sig)
+            os.kill(os.getpid(), sig)
 
-runs.MetricsLog.__call__ = log_then_signal
+    runs.MetricsLog.__call__ = log_then_signal
+
+
+# A driver for a child nlpkit: makes each run's process send ``SIG`` to itself right after the train log line of
+# step ``STEP`` (see signal_at_step), then runs the nlpkit command line.
+SIGNAL_AT_STEP = f"""
+import functools, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+from nlpkit import jobs
+from training_utils import signal_at_step
+
+jobs.CHILD_SETUP.append(functools.partial(signal_at_step, int(sys.argv[1]), int(sys.argv[2])))
 from nlpkit.cli import main
 main(sys.argv[3:])
 """
