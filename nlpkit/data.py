@@ -299,3 +299,15 @@ class FileDataset(Dataset):
                                       f"is empty; check dataset_options.{option}")
             self._cache["carved"] = out
         return self._cache["carved"]
+
+
+def subset(examples: list[Any], limit: int | None, seed: int, how: str = "random") -> list[Any]:
+    """At most ``limit`` of ``examples``: a random sample drawn with ``seed`` (in file order), or with
+    ``how="head"`` the first ``limit``. A sample, because files are often sorted (by length, by label, by date),
+    and their head is then no picture of the whole."""
+    if limit is None or limit >= len(examples):
+        return examples
+    if how == "head":
+        return examples[:limit]
+    keep = sorted(random.Random(seed).sample(range(len(examples)), limit))
+    return [examples[i] for i in keep]

@@ -50,8 +50,10 @@ class TrainOptions(Options):
     device: str = "auto"
     checkpoint_every: int | None = None  # steps between resumable checkpoints
     keep_checkpoints: int = 2
-    max_train_examples: int | None = None  # use only the first N training examples (quick runs)
-    max_eval_examples: int | None = None
+    max_train_examples: int | None = None  # train on N examples: a sample drawn with the run's seed (see subset)
+    max_eval_examples: int | None = None  # validate on N examples (one fixed sample); the test split is untouched
+    max_test_examples: int | None = None  # test on N examples (one fixed sample); results.json says so
+    subset: Literal["random", "head"] = "random"  # how max_*_examples choose; head: the first N in file order
     progress: bool = True
     threads: int | None = None  # CPU threads for this run (torch.set_num_threads); default: torch's, or cores / --jobs
 
