@@ -136,6 +136,7 @@ def nlpkit_worker(a):
             "train": {"batch_size": a.batch_size, "epochs": a.epochs, "lr": a.lr, "weight_decay": 0.0,
                       "warmup": 0.0, "grad_clip": SETTING["max_grad_norm"], "log_every": 10**6,
                       "max_train_examples": a.train_limit, "max_eval_examples": a.test_limit,
+                      "max_test_examples": a.test_limit, "subset": "head",  # the Trainer side's slices
                       "precision": "auto", "progress": False},
             "seeds": [a.seed],
         }

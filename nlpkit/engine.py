@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from nlpkit import checkpoint, data
 from nlpkit.checkpoint import Interrupted
 from nlpkit.contract import Dataset, Model, Task
+from nlpkit.diagnostics import run_warnings
 from nlpkit.errors import NlpkitError
 from nlpkit.hardware import PeakMemory, device_description, resolve_device
 from nlpkit.plugins import Registry, registry
@@ -125,9 +126,12 @@ def _execute(spec: RunSpec, reg: Registry, cache: dict | None, restart: bool, me
         cache.clear()
         cache[key] = load_splits(spec.task, reg)
     task, examples = cache[key]
-    train_ex = examples["train"][: spec.train.max_train_examples]
-    val_ex = examples["validation"][: spec.train.max_eval_examples]
-    test_ex = examples["test"][: spec.train.max_eval_examples]
+    t = spec.train  # subsets: train sampled with the run's seed; validation and test with one seed for every run
+    train_ex = data.subset(examples["train"], t.max_train_examples, spec.seed, t.subset)
+    val_ex = data.subset(examples["validation"], t.max_eval_examples, 0, t.subset)
+    test_ex = data.subset(examples["test"], t.max_test_examples, 0, t.subset)
+    cut = [f"test split cut to {len(test_ex)} of {len(examples['test'])} examples (max_test_examples, {t.subset})"
+           ] if len(test_ex) < len(examples["test"]) else []
     settings = spec.settings_hash
 
     checkpoints = folder / "checkpoints"
@@ -167,6 +171,9 @@ def _execute(spec: RunSpec, reg: Registry, cache: dict | None, restart: bool, me
         "steps": fit.steps,
         "epochs": fit.epochs,
         "train_examples": len(train_ex),
+        "test_examples": len(test_ex),
+        "test_examples_available": len(examples["test"]),
+        "warnings": run_warnings(folder / "metrics.jsonl", task, test_ex, predictions, cut),
         "train_seconds": round(fit.train_seconds, 3),
         "train_examples_per_s": round(fit.examples / max(fit.train_seconds, 1e-9), 2),
         "train_tokens_per_s": round(fit.tokens / max(fit.train_seconds, 1e-9), 1),

@@ -96,10 +96,14 @@ class TrainOptions(Options):
     checkpoint_every: int | None = Field(None, ge=1, description="Optimizer steps between resumable checkpoints; "
                                          ">= 1, or null for none (a stop signal still writes one).")
     keep_checkpoints: int = Field(2, ge=1, description="How many of the newest checkpoints to keep; >= 1.")
-    max_train_examples: int | None = Field(None, ge=1, description="Use only the first N training examples (quick "
-                                           "runs); >= 1, or null for all.")
-    max_eval_examples: int | None = Field(None, ge=1, description="Use only the first N validation and test "
-                                          "examples; >= 1, or null for all.")
+    max_train_examples: int | None = Field(None, ge=1, description="Train on N examples: a sample drawn with the "
+                                           "run's seed (see subset); >= 1, or null for all.")
+    max_eval_examples: int | None = Field(None, ge=1, description="Validate on N examples (one fixed sample for "
+                                          "every run); the test split is untouched; >= 1, or null for all.")
+    max_test_examples: int | None = Field(None, ge=1, description="Test on N examples (one fixed sample for every "
+                                          "run; results.json says so); >= 1, or null for all.")
+    subset: Literal["random", "head"] = Field("random", description="How max_*_examples choose: random (seeded) "
+                                              "or head (the first N in file order).")
     progress: bool = Field(True, description="Show a progress bar while training: true or false.")
     threads: int | None = Field(None, ge=1, description="CPU threads for this run (torch.set_num_threads); >= 1, or "
                                 "null for torch's default (cores / --jobs under --jobs).")

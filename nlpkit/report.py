@@ -1,10 +1,11 @@
 """Comparison reports over finished run folders (``nlpkit report``) and the end-of-run summary.
 
-Runs are grouped by (task, dataset): two recipes may use the same task on different datasets, and their
-numbers must not be averaged together nor tested against each other. Each group gets its tables
-(``report_tables``), figures (``report_figures``) and significance tests (``report_stats``) as a list of
-blocks, which ``report_render`` writes as Markdown and as self-contained HTML. Runs are read from disk
-(``report_runs``), so any set of old runs can be compared later.
+A section is one data set (task, dataset plugin, its files and options) and a "model" within it is one
+configuration (the entry's label and its settings hash; see ``report_runs.identify``): two data sets read by one
+loader, or two configurations of one model, are never averaged together nor tested as seeds of one another.
+Each section gets its tables (``report_tables``), figures (``report_figures``) and significance tests
+(``report_stats``) as a list of blocks, which ``report_render`` writes as Markdown and as self-contained HTML.
+Runs are read from disk (``report_runs``), so any set of old runs can be compared later.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pandas as pd
 from nlpkit import report_figures as figs
 from nlpkit.errors import NlpkitError
 from nlpkit.report_render import Block, markdown_table, render_html, render_markdown
-from nlpkit.report_runs import Run, by_model, discover_runs, load_runs, normalize
+from nlpkit.report_runs import Run, by_model, discover_runs, identify, load_runs, normalize
 from nlpkit.report_stats import ALPHA, format_p, significance
 from nlpkit.report_tables import (
     COST_TABLE,
@@ -50,7 +51,7 @@ __all__ = [
 ]
 
 
-# ---------------------------------------------------------------- one (task, dataset) group
+# ---------------------------------------------------------------- one section: one data set
 
 def _figures(kind: str, title: str, prefix: str, frame: pd.DataFrame, runs_by_model: dict[str, list[Run]],
              fig_dir: Path) -> list[Block]:
@@ -135,22 +136,35 @@ def _plugin_blocks(extra_sections: ExtraSections, task: str, runs: list[Run], ou
     return blocks
 
 
+def warning_blocks(runs: list[Run]) -> list[Block]:
+    """The runs' own warnings (results.json "warnings": e.g. still improving when training stopped), each with
+    the model and seed it belongs to, for the section that shows those runs' numbers."""
+    items = [f"{run['model']}, seed {run.get('seed')}: {w}" for run in by_model_runs(runs)
+             for w in run.get("warnings") or [] if isinstance(w, str)]
+    return [("h", 3, "Warnings"), ("list", items)] if items else []
+
+
+def by_model_runs(runs: list[Run]) -> list[Run]:
+    return [run for group in by_model(runs).values() for run in group]
+
+
 def _task_blocks(frame: pd.DataFrame, runs: list[Run], out: Path, n_resamples: int, seed: int,
-                 extra_sections: ExtraSections | None) -> list[Block]:
+                 extra_sections: ExtraSections | None, prefix: str) -> list[Block]:
     first = runs[0]
-    task, dataset, kind, main = first["task"], first["dataset"], first["task_kind"], str(first["main_metric"])
+    task, kind, main = first["task"], first["task_kind"], str(first["main_metric"])
     gib = bool(first["greater_is_better"])
     runs_by_model = by_model(runs)
-    title = f"{task} — {dataset}" if dataset else task
+    title = first["section_title"]
     blocks: list[Block] = [
         ("h", 2, title),
         ("p", f"Task kind {kind}; main metric {main} ({'higher' if gib else 'lower'} is better); "
               f"{len(runs)} runs of {len(runs_by_model)} model(s). Test-set values are mean ± sample std over seeds; "
               "the best value per column is in bold."),
         ("h", 3, "Test metrics"), ("table", metric_table(frame)),
+        *warning_blocks(runs),
         ("h", 3, "Cost"), ("table", cost_table(frame)),
     ]
-    blocks += _figures(kind, title, figs.slug(task, dataset), frame, runs_by_model, out / "figures")
+    blocks += _figures(kind, title, prefix, frame, runs_by_model, out / "figures")
     if len(runs_by_model) > 1:
         blocks += _significance_blocks(runs_by_model, n_resamples, seed)
     samples = samples_table(kind, runs_by_model)
@@ -163,11 +177,12 @@ def _task_blocks(frame: pd.DataFrame, runs: list[Run], out: Path, n_resamples: i
 
 # ---------------------------------------------------------------- entry points
 
-def _groups(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
-    groups: dict[tuple[str, str], list[Run]] = {}
+def _groups(runs: list[Run]) -> dict[str, list[Run]]:
+    """Runs per report section (one data set), sections in title order."""
+    groups: dict[str, list[Run]] = {}
     for run in runs:
-        groups.setdefault((run["task"], run["dataset"]), []).append(run)
-    return dict(sorted(groups.items()))
+        groups.setdefault(run["section"], []).append(run)
+    return dict(sorted(groups.items(), key=lambda item: (item[1][0]["section_title"], item[0])))
 
 
 def write_report(run_dirs: Sequence[str | Path], out: str | Path, formats: Sequence[str] = FORMATS,
@@ -193,16 +208,19 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, formats: Seque
     atomic_write_text(out / "results.csv", frame.to_csv(index=False))
 
     groups = _groups(runs)
-    overview = Table(["task", "dataset", "kind", "models", "runs"], [
-        [task, dataset, rs[0]["task_kind"], ", ".join(sorted({r["model"] for r in rs})), str(len(rs))]
-        for (task, dataset), rs in groups.items()])
+    overview = Table(["data set", "kind", "models", "runs"], [
+        [rs[0]["section_title"], rs[0]["task_kind"], ", ".join(sorted({r["model"] for r in rs})), str(len(rs))]
+        for rs in groups.values()])
     blocks: list[Block] = [("h", 1, TITLE),
                            ("p", f"{len(runs)} finished runs; {len(skipped)} unfinished run(s) skipped. "
                                  "Per-run numbers are in results.csv."),
                            ("table", overview)]
-    for (task, dataset), group_runs in groups.items():
-        group = frame[(frame["task"] == task) & (frame["dataset"] == dataset)].reset_index(drop=True)
-        blocks += _task_blocks(group, group_runs, out, n_resamples, seed, extra_sections)
+    pairs = [(rs[0]["task"], rs[0]["dataset"]) for rs in groups.values()]
+    for i, (section, group_runs) in enumerate(groups.items()):
+        group = frame[frame["section"] == section].reset_index(drop=True)
+        pair = pairs[i]  # figure files are named by task and dataset, numbered where two data sets share both
+        prefix = figs.slug(*pair, *([str(i + 1)] if pairs.count(pair) > 1 else []))
+        blocks += _task_blocks(group, group_runs, out, n_resamples, seed, extra_sections, prefix)
     if compat is not None:
         models, tasks = (compat["models"], compat["tasks"]) if isinstance(compat, Mapping) else compat
         blocks += [("h", 2, "Installed plugins: which model serves which task"),
@@ -235,7 +253,7 @@ def summarize(run_dirs_or_results: Any, out_dir: str | Path) -> Path:
     """End-of-``nlpkit run`` summary: ``summary.csv`` and ``summary.md`` in ``out_dir``; returns summary.md.
 
     Takes run folders (or folders above them), results dicts (``results.json`` contents), or a mix: one row
-    per (task, dataset, model) with mean ± std over seeds of each scalar test metric and of training speed.
+    per configuration and data set with mean ± std over seeds of each scalar test metric and of training speed.
     Raises NlpkitError when there is no finished run.
     """
     items = run_dirs_or_results if isinstance(run_dirs_or_results, (list, tuple)) else [run_dirs_or_results]
@@ -243,6 +261,7 @@ def summarize(run_dirs_or_results: Any, out_dir: str | Path) -> Path:
     folders = [i for i in items if not isinstance(i, Mapping) and Path(i).is_dir()]
     if folders:
         runs += load_runs(folders)[0]
+    runs = identify(runs)
     if not runs:
         raise NlpkitError(f"No finished runs to summarize in {', '.join(map(str, items)) or '(nothing)'}")
     out = Path(out_dir)
@@ -254,10 +273,11 @@ def summarize(run_dirs_or_results: Any, out_dir: str | Path) -> Path:
     blocks: list[Block] = [("h", 1, "Summary"), ("p", (
         "Test metrics and training speed: mean ± sample std over seeds (a single seed has no std); best per "
         f"column in bold. Measured on: {devices or 'unknown device'}."))]
-    for (task, dataset), group in frame.groupby(["task", "dataset"], sort=True):
+    for section, group_runs in _groups(runs).items():
+        group = frame[frame["section"] == section].reset_index(drop=True)
         speeds = [(c, h, s, not g) for c, h, s, g in COST_TABLE if c in speed and group[c].notna().any()]
-        blocks += [("h", 2, f"{task} — {dataset}" if dataset else task),
-                   ("table", stats_table(group, metric_specs(group) + speeds))]
+        blocks += [("h", 2, group_runs[0]["section_title"]),
+                   ("table", stats_table(group, metric_specs(group) + speeds)), *warning_blocks(group_runs)]
     atomic_write_text(out / "summary.md", render_markdown(blocks, out))
     return out / "summary.md"
 

@@ -16,7 +16,9 @@ import pandas as pd
 
 from nlpkit.report_runs import Run, predictions, scalars, seed_key
 
-BASE_COLUMNS = ["recipe", "task", "task_kind", "dataset", "model", "seed", "main_metric", "greater_is_better"]
+BASE_COLUMNS = ["recipe", "task", "task_kind", "dataset", "section_title", "model", "seed", "main_metric",
+                "greater_is_better", "model_label", "settings_hash", "section"]
+GROUP = ["task", "dataset", "section", "section_title", "model"]  # one configuration on one data set
 COST_COLUMNS = ["train_seconds", "train_examples_per_s", "train_tokens_per_s", "peak_memory_mb", "parameters",
                 "device", "precision", "steps", "epochs"]
 NUMERIC_COST = ["train_seconds", "train_examples_per_s", "train_tokens_per_s", "peak_memory_mb", "parameters",
@@ -58,7 +60,8 @@ def results_frame(runs: Sequence[Run]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=BASE_COLUMNS + list(metrics) + COST_COLUMNS + ["run_dir"])
     for column in list(metrics) + NUMERIC_COST:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    return frame.sort_values(["task", "dataset", "model", "seed"], kind="stable", ignore_index=True)
+    return frame.sort_values(["task", "dataset", "section_title", "model", "seed"], kind="stable",
+                             ignore_index=True)
 
 
 def display(column: str) -> str:
@@ -72,13 +75,15 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def aggregate(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """Mean and sample std (ddof=1: seeds are a sample of possible runs) per (task, dataset, model).
+    """Mean and sample std (ddof=1: seeds are a sample of possible runs) per configuration on one data set.
 
-    Returns columns task, dataset, model, n_seeds, seeds, then ``<column>_mean`` and ``<column>_std`` for
-    each of ``columns`` (default: every test metric and the speed columns). With one seed the std is NaN.
+    Returns columns task, dataset, section, section_title, model, n_seeds, seeds, then ``<column>_mean`` and
+    ``<column>_std`` for each of ``columns`` (default: every test metric and the speed columns). With one seed
+    the std is NaN. A "model" is a configuration (``report_runs.identify``), so seeds of one are averaged, never
+    two configurations or two data sets.
     """
     columns = list(columns) if columns is not None else metric_columns(frame) + SPEED_COLUMNS
-    grouped = frame.groupby(["task", "dataset", "model"], sort=True)
+    grouped = frame.groupby(GROUP, sort=True, dropna=False)
     out = grouped.size().rename("n_seeds").to_frame()
     out["seeds"] = grouped["seed"].agg(lambda s: " ".join(str(x) for x in sorted(s, key=seed_key)))
     for column in columns:

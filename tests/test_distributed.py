@@ -25,7 +25,7 @@ name: tiny
 task: {name: classification, dataset: toy_topics, dataset_options: {train_size: 128, eval_size: 48}}
 models:
   lstm: {vocab_size: 300, embedding_dim: 32, hidden_size: 16, dropout: 0.0}
-train: {epochs: 6, batch_size: 7, max_train_examples: 99, lr: 1.0e-2, log_every: 1, progress: false,
+train: {epochs: 6, batch_size: 7, max_train_examples: 99, subset: head, lr: 1.0e-2, log_every: 1, progress: false,
         precision: fp32}
 seeds: [1]
 """

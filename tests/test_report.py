@@ -309,3 +309,75 @@ def test_length_buckets_merge_a_sparse_top_bucket():
     assert edges == (10, 15, 20)  # 21-30 and 31-40 would hold 28 and 2 sentences: one "21+" bucket of 30
     assert [length_bucket(n, edges) for n in (1, 12, 20, 21, 99)] == ["1-10", "11-15", "16-20", "21+", "21+"]
     assert length_edges([60] * MIN_BUCKET) == (10, 15, 20, 30, 40, 50)  # long sentences keep the fine buckets
+
+
+# ---------------------------------------------------------------- sections are data sets, models are configurations
+
+def resolved_recipe(run: Path, *, data_dir: str | None = None, lr: float = 1e-3, label: str = "lstm",
+                    dataset_options: dict[str, Any] | None = None, recipe: str = "agnews") -> None:
+    """Give a run folder the resolved recipe.yaml the engine writes (what a report reads a run's settings from)."""
+    import yaml
+
+    settings = {"recipe": recipe, "label": label, "model": label, "seed": 1, "model_options": {},
+                "task": {"name": "classification", "dataset": "text_files", "data_dir": data_dir,
+                         "dataset_options": dataset_options or {"train": "train.csv", "test": "test.csv"},
+                         "options": {}},
+                "train": {"lr": lr, "epochs": 3, "progress": False}}
+    (run / "recipe.yaml").write_text(yaml.safe_dump(settings))
+
+
+def test_two_data_sets_of_one_loader_are_two_sections(tmp_path: Path) -> None:
+    for recipe, data_dir, acc in (("trec", "data/trec", 0.85), ("sst", "data/sst", 0.59)):
+        run = make_run(tmp_path / "runs", model="lstm", seed=1, test={"accuracy": acc}, recipe=recipe,
+                       dataset="text_files")
+        resolved_recipe(run, data_dir=data_dir, recipe=recipe)
+    out = tmp_path / "report"
+    report.write_report([tmp_path / "runs"], out, formats=("md",))
+    md = (out / "report.md").read_text()
+    assert "## classification — text_files (data/trec)" in md and "## classification — text_files (data/sst)" in md
+    assert "| lstm | 1 | **0.8500** |" not in md and "| lstm | 1 | 0.8500 |" in md and "| lstm | 1 | 0.5900 |" in md
+    assert "| 1 1 |" not in md and "± 0.1838" not in md  # never "seeds 1 1" averaging the two data sets
+    summary = report.summarize([tmp_path / "runs"], tmp_path / "summary").read_text()
+    assert summary.count("## classification — text_files (data/") == 2 and "| 1 1 |" not in summary
+    # the same folder with other dataset options is another data set, and its title says how it differs
+    run = make_run(tmp_path / "more", model="lstm", seed=1, test={"accuracy": 0.7}, recipe="trec2",
+                   dataset="text_files")
+    resolved_recipe(run, data_dir="data/trec", dataset_options={"train": "train.csv", "test_size": 0.2})
+    runs = report.load_runs([tmp_path / "runs", tmp_path / "more"])[0]
+    titles = sorted({r["section_title"] for r in runs})
+    assert len(titles) == 3 and any("test_size=0.2" in t for t in titles), titles
+
+
+def test_two_configurations_of_one_label_are_not_averaged(tmp_path: Path) -> None:
+    for recipe, lr, acc in (("a", 1e-3, 0.80), ("b", 3e-3, 0.90)):
+        run = make_run(tmp_path / "runs", model="lstm", seed=1, test={"accuracy": acc}, recipe=recipe)
+        resolved_recipe(run, lr=lr, recipe=recipe)
+    for recipe in ("c", "d"):  # one configuration run by two recipes with the same seed: not two seeds of one
+        run = make_run(tmp_path / "runs", model="lstm", seed=1, test={"accuracy": 0.85}, recipe=recipe)
+        resolved_recipe(run, lr=0.01, recipe=recipe)
+    old = make_run(tmp_path / "old", model="bert", seed=1, test={"accuracy": 0.7}, settings_hash="aaaaaaaaaaaa")
+    (old / "recipe.yaml").unlink()
+    make_run(tmp_path / "old2", model="bert", seed=1, test={"accuracy": 0.9}, settings_hash="bbbbbbbbbbbb")
+    runs = report.load_runs([tmp_path / "runs", tmp_path / "old", tmp_path / "old2"])[0]
+    names = sorted(r["model"] for r in runs)
+    assert names == ["bert (settings aaaaaaaaaaaa)", "bert (settings bbbbbbbbbbbb)", "lstm (lr=0.001)",
+                     "lstm (lr=0.003)", "lstm (lr=0.01, recipe c)", "lstm (lr=0.01, recipe d)"], names
+    assert {r["model_label"] for r in runs} == {"lstm", "bert"} and all(len(r["settings_hash"]) == 12 for r in runs)
+    agg = report_tables.aggregate(report_tables.results_frame(runs))
+    assert set(agg["seeds"]) == {"1"} and set(agg["n_seeds"]) == {1}
+    out = tmp_path / "report"
+    report.write_report([tmp_path / "runs"], out, formats=("md",))
+    md = (out / "report.md").read_text()
+    assert "| lstm (lr=0.003) | 1 | **0.9000** |" in md and "| lstm (lr=0.001) | 1 | 0.8000 |" in md
+
+
+def test_run_warnings_are_shown_with_their_run(tmp_path: Path) -> None:
+    make_run(tmp_path / "runs", model="lstm", seed=2, test={"accuracy": 0.5},
+             warnings=["still improving when training stopped: validation accuracy 0.40 -> 0.50 -> 0.60"])
+    make_run(tmp_path / "runs", model="bert", seed=1, test={"accuracy": 0.9})
+    out = tmp_path / "report"
+    report.write_report([tmp_path / "runs"], out, formats=("md",))
+    md = (out / "report.md").read_text()
+    assert "### Warnings\n\n- lstm, seed 2: still improving when training stopped" in md
+    summary = report.summarize([tmp_path / "runs"], tmp_path / "summary").read_text()
+    assert "- lstm, seed 2: still improving" in summary and "bert, seed 1:" not in summary

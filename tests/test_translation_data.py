@@ -92,3 +92,31 @@ def test_task_metrics_are_sacrebleu_on_detokenized_text_with_length_buckets():
 def test_empty_text_is_an_error_naming_the_record():
     with pytest.raises(NlpkitError, match="f.txt, line 3: empty target"):
         Translation().prepare({"train": [{"source": "a", "target": " ", "where": "f.txt, line 3"}]})
+
+
+def test_several_references_per_source_are_all_scored(tmp_path):
+    write(tmp_path / "train.tsv", ["a b\tx y"])
+    write(tmp_path / "test.en", ["the cat sat", "a dog ran"])
+    write(tmp_path / "test.de", ["die Katze saß auf der Matte", "ein Hund lief durch den Park"])
+    write(tmp_path / "test.de.2", ["eine Katze sitzt auf einer Matte", ""])  # the second sentence has one reference only
+    write(tmp_path / "three.tsv", ["the cat sat\tdie Katze saß auf der Matte\teine Katze sitzt auf einer Matte", "a dog ran\tein Hund lief durch den Park"])
+    from_files = ParallelFiles(ParallelFiles.Options(train="train.tsv", test="test", test_references=["test.de.2"]),
+                               tmp_path).load("test")
+    from_columns = ParallelFiles(ParallelFiles.Options(train="train.tsv", test="three.tsv",
+                                                       extra_columns="references"), tmp_path).load("test")
+    assert [r.get("references") for r in from_files] == [r.get("references") for r in from_columns] == [
+        ["die Katze saß auf der Matte", "eine Katze sitzt auf einer Matte"], ["ein Hund lief durch den Park"]]
+    task = Translation()
+    examples = task.prepare({"train": [{"source": "a", "target": "b"}], "test": from_files})["test"]
+    preds = [{"prediction": "eine Katze sitzt auf einer Matte"}, {"prediction": "ein Hund lief durch den Park"}]
+    m = task.metrics(examples, preds)
+    expected = sacrebleu.corpus_bleu(["eine Katze sitzt auf einer Matte", "ein Hund lief durch den Park"],
+                                     [["die Katze saß auf der Matte", "ein Hund lief durch den Park"], ["eine Katze sitzt auf einer Matte", None]]).score
+    single = sacrebleu.corpus_bleu(["eine Katze sitzt auf einer Matte", "ein Hund lief durch den Park"], [["die Katze saß auf der Matte", "ein Hund lief durch den Park"]]).score
+    assert m["bleu"] == pytest.approx(expected) and m["bleu"] > single + 10
+    assert m["details"]["references"] == 2
+    assert task.record(0, examples[0], preds[0])["references"] == ["die Katze saß auf der Matte", "eine Katze sitzt auf einer Matte"]
+    write(tmp_path / "short.de", ["eine Katze", "sitzt"][:1])
+    with pytest.raises(NlpkitError, match=r"short.de: 1 lines, but the test pairs run to line 2"):
+        ParallelFiles(ParallelFiles.Options(train="train.tsv", test="test", test_references=["short.de"]),
+                      tmp_path).load("test")

@@ -18,6 +18,7 @@ from pathlib import Path
 from accelerate.utils import set_seed
 from safetensors.torch import load_file
 
+from nlpkit.data import subset
 from nlpkit.engine import load_splits
 from nlpkit.plugins import registry
 from nlpkit.recipe import load_recipe
@@ -41,7 +42,7 @@ def share_initial_model(recipe: Path, outputs: list[Path]) -> None:
         model_cls = reg.model(spec.model)
         set_seed(spec.seed)
         model = model_cls.create(task.spec, model_cls.Options(**spec.model_options),
-                                 examples["train"][: spec.train.max_train_examples])
+                                 subset(examples["train"], spec.train.max_train_examples, spec.seed, spec.train.subset))
         for out in outputs:
             model.save(Path(out) / spec.recipe / spec.name / "checkpoints" / "model")
 

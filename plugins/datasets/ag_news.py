@@ -13,7 +13,7 @@ from pathlib import Path
 
 import nlpkit
 from nlpkit.contract import Dataset, Options
-from nlpkit.data import find_file, hub_unavailable, open_text
+from nlpkit.data import find_file, hub_unavailable, no_examples, open_text
 from nlpkit.errors import NlpkitError
 
 CLASSES = ["World", "Sports", "Business", "Sci/Tech"]
@@ -27,15 +27,22 @@ class AgNewsOptions(Options):
 def read_agnews_csv(path: Path) -> list[dict]:
     records = []
     with open_text(path) as f:
-        for line, row in enumerate(csv.reader(f), 1):
-            if not row:
-                continue
-            if len(row) < 3 or not row[0].strip().isdigit() or not 1 <= int(row[0]) <= len(CLASSES):
-                raise NlpkitError(
-                    f"{path}, line {line}: expected 'class index (1-4)', title, description; got {row[:3]}"
-                )
-            text = " ".join(part.replace("\\n", " ").strip() for part in row[1:])
-            records.append({"text": text, "label": CLASSES[int(row[0]) - 1], "where": f"{path}, line {line}"})
+        reader = csv.reader(f, strict=True)
+        try:
+            for row in reader:
+                line = f.line - sum(part.count("\n") for part in row)  # where the record starts
+                if not row:
+                    continue
+                if len(row) < 3 or not row[0].strip().isdigit() or not 1 <= int(row[0]) <= len(CLASSES):
+                    raise NlpkitError(
+                        f"{path}, line {line}: expected 'class index (1-4)', title, description; got {row[:3]}"
+                    )
+                text = " ".join(part.replace("\\n", " ").strip() for part in row[1:])
+                records.append({"text": text, "label": CLASSES[int(row[0]) - 1], "where": f"{path}, line {line}"})
+        except csv.Error as err:
+            raise f.error(f"malformed CSV ({err})") from None
+    if not records:
+        raise no_examples(path)
     return records
 
 

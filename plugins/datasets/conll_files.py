@@ -3,35 +3,36 @@
     task:
       name: ner
       dataset: conll_files
+      data_dir: data/my_ner          # file paths below are relative to it
       dataset_options:
-        train: data/train.txt        # one token per line, columns split by whitespace; gzip or not
-        validation: data/dev.txt     # optional: carved from train when not given
-        test: data/test.txt
+        train: train.txt             # one token per line, columns split by whitespace; gzip or not
+        validation: dev.txt          # optional: carved from train (validation_size) when not given
+        test: test.txt               # or test_size: a count or a fraction carved from train
         tag_column: -1               # any column (0-based; -1 = the last)
+        encoding: utf-8              # e.g. latin-1
 
 A blank line ends a sentence and ``-DOCSTART-`` lines are skipped. Tags stay strings in any scheme
-(IOB1, IOB2/BIO, BIOES): the ``ner`` task normalises them. Relative paths are looked up in the task's
-``data_dir`` first, then in the working directory. ``hub_id: <name>`` reads a Hugging Face dataset with
+(IOB1, IOB2/BIO, BIOES): the ``ner`` task normalises them. The split options are those of every generic
+loader (:class:`nlpkit.data.SplitOptions`). ``hub_id: <name>`` reads a Hugging Face dataset with
 ``tokens``/``ner_tags`` columns instead of files.
 """
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import nlpkit
-from nlpkit.contract import Dataset, Options
-from nlpkit.data import hub_unavailable, open_text
+from nlpkit.data import FileDataset, SplitOptions, hub_unavailable, no_examples, open_text
 from nlpkit.errors import NlpkitError
 
 
-def read_conll(path: Path, tag_column: int = -1, token_column: int = 0) -> list[dict]:
-    """Sentences of a column file as ``{"tokens", "tags", "where"}``; ``where`` is the first token's line."""
+def read_conll(path: Path, tag_column: int = -1, token_column: int = 0, encoding: str = "utf-8") -> list[dict]:
+    """Sentences of a column file as ``{"tokens", "tags", "where"}``; ``where`` is the first token's line.
+    A file without a sentence is an error naming it."""
     sentences: list[dict] = []
     tokens: list[str] = []
     tags: list[str] = []
-    first = 0
+    first = width = 0
 
     def end_sentence() -> None:
         nonlocal tokens, tags
@@ -39,7 +40,7 @@ def read_conll(path: Path, tag_column: int = -1, token_column: int = 0) -> list[
             sentences.append({"tokens": tokens, "tags": tags, "where": f"{path}, line {first}"})
         tokens, tags = [], []
 
-    with open_text(path) as f:
+    with open_text(path, encoding) as f:
         for line_no, line in enumerate(f, 1):
             cols = line.split()
             if not cols:
@@ -48,18 +49,23 @@ def read_conll(path: Path, tag_column: int = -1, token_column: int = 0) -> list[
             if cols[0] == "-DOCSTART-":
                 end_sentence()
                 continue
-            try:
-                token, tag = cols[token_column], cols[tag_column]
-            except IndexError:
+            width = width or len(cols)  # the first token line sets the file's column count
+            indices = {i % len(cols) if -len(cols) <= i < len(cols) else None for i in (token_column, tag_column)}
+            if None in indices or len(indices) < 2:
                 raise NlpkitError(
                     f"{path}, line {line_no}: expected a token in column {token_column} and a tag in column "
-                    f"{tag_column}; the line has {len(cols)} column(s): {line.strip()!r}"
-                ) from None
+                    f"{tag_column}; the line has {len(cols)} column(s): {line.strip()[:80]!r}")
+            if len(cols) != width:
+                raise NlpkitError(f"{path}, line {line_no}: {len(cols)} column(s), but the file's first token line "
+                                  f"has {width}: {line.strip()[:80]!r} (a missing or extra column?)")
+            token, tag = cols[token_column], cols[tag_column]
             if not tokens:
                 first = line_no
             tokens.append(token)
             tags.append(tag)
     end_sentence()
+    if not sentences:
+        raise no_examples(path, "sentences")
     return sentences
 
 
@@ -84,28 +90,15 @@ def read_hub_tagging(hub_id: str, split: str, dataset: str, tokens: str = "token
     ]
 
 
-def carve(records: list[dict], split: str, size: float | int) -> list[dict]:
-    """Split a held-out validation set off the training records (fixed seed, so every run agrees)."""
-    order = list(range(len(records)))
-    random.Random(0).shuffle(order)
-    n = int(len(records) * size) if isinstance(size, float) and size < 1 else int(size)
-    held = set(order[:n])
-    return [r for i, r in enumerate(records) if (i in held) == (split == "validation")]
-
-
-class ConllFilesOptions(Options):
-    train: str | None = None
-    validation: str | None = None
-    test: str | None = None
+class ConllFilesOptions(SplitOptions):
     tag_column: int = -1
     token_column: int = 0
-    validation_size: float = 0.1  # fraction (or count, if >= 1) carved from train when there is no validation file
     hub_id: str | None = None  # read this hub dataset instead of files
     tokens_field: str = "tokens"
     tags_field: str = "ner_tags"
 
 
-class ConllFiles(Dataset):
+class ConllFiles(FileDataset):
     name = "conll_files"
     kind = "tagging"
     Options = ConllFilesOptions
@@ -114,20 +107,13 @@ class ConllFiles(Dataset):
         o = self.options
         if o.hub_id:
             return read_hub_tagging(o.hub_id, split, self.name, o.tokens_field, o.tags_field)
-        if o.train is None or o.test is None:
-            raise NlpkitError("dataset 'conll_files' needs dataset_options 'train' and 'test' (file paths) "
-                              "or 'hub_id'")
-        if split != "test" and o.validation is None:
-            return carve(self._read(o.train), split, o.validation_size)
-        return self._read(getattr(o, split))
+        return super().load(split)
 
-    def _read(self, name: str) -> list[dict]:
-        path = Path(name).expanduser()
-        if not path.is_absolute() and self.data_dir is not None and (self.data_dir / path).exists():
-            path = self.data_dir / path
-        if not path.exists():
-            raise NlpkitError(f"Data file not found: {path}")
-        return read_conll(path, self.options.tag_column, self.options.token_column)
+    def read(self, path: Path) -> list[dict]:
+        return read_conll(path, self.options.tag_column, self.options.token_column, self.options.encoding)
+
+    def group_key(self, record: dict) -> tuple[str, ...]:
+        return tuple(record["tokens"])
 
 
 @nlpkit.hookimpl

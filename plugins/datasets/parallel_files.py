@@ -3,49 +3,48 @@
     task:
       name: translation
       dataset: parallel_files
+      data_dir: data/my_pairs       # file paths below are relative to it
       dataset_options:
         source: en                  # language codes: file suffixes / hub columns
         target: de
-        train: data/train           # a prefix: data/train.en + data/train.de (gzip or not) ...
-        test: data/test.tsv         # ... or a file of "source<TAB>target" lines
+        train: train                # a prefix: train.en + train.de (gzip or not) ...
+        test: test.tsv              # ... or a file of "source<TAB>target" lines; or test_size: 2000 / 0.05
+        test_references: [test.de.2, test.de.3]   # optional: more references, line-aligned with the test source
         # hub_id: bentrevett/multi30k   (instead of files: a Hugging Face dataset)
 
 Line *i* of one side is the translation of line *i* of the other, so a line-count mismatch or a line
 empty on one side only is an error naming both files and the line: training on shifted pairs fails silently.
+A tab-separated file may hold more references in its third and later columns (``extra_columns: references``;
+by default they are ignored). Validation and test sets carved from train are grouped by source sentence, so
+a source never appears in two splits. The split options are those of every generic loader
+(:class:`nlpkit.data.SplitOptions`); ``validation_size`` defaults to 1000 pairs here.
 """
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
+from typing import Literal
 
 import nlpkit
-from nlpkit.contract import Dataset, Options
-from nlpkit.data import find_file, hub_unavailable, open_text
+from nlpkit.data import FileDataset, SplitOptions, find_file, hub_unavailable, no_examples, read_lines
 from nlpkit.errors import NlpkitError
 
 
-class ParallelFilesOptions(Options):
+class ParallelFilesOptions(SplitOptions):
     source: str = "en"
     target: str = "de"
-    train: str | None = None
-    validation: str | None = None  # default: carved from train (validation_size pairs)
-    test: str | None = None
+    validation_size: int | float = 1000  # validation is decoded every evaluation: a count, not a share of a corpus
+    test_references: list[str] = []  # more reference files for the test split, line-aligned with its source
+    extra_columns: Literal["ignore", "references"] = "ignore"  # a pair file's third and later columns
     hub_id: str | None = None
     hub_config: str | None = None
     source_column: str | None = None  # hub datasets with two text columns; default: the language codes
     target_column: str | None = None
-    validation_size: int = 1000
 
 
-def _lines(path: Path) -> list[str]:
-    with open_text(path) as f:
-        return [line.rstrip("\r\n") for line in f]
-
-
-def read_line_aligned(source_path: Path, target_path: Path) -> list[dict]:
+def read_line_aligned(source_path: Path, target_path: Path, encoding: str = "utf-8") -> list[dict]:
     """Pairs from two line-aligned files; blank on both sides is skipped, blank on one side is an error."""
-    src, tgt = _lines(source_path), _lines(target_path)
+    src, tgt = read_lines(source_path, encoding), read_lines(target_path, encoding)
     while src and tgt and not src[-1].strip() and not tgt[-1].strip():  # trailing blank lines
         src.pop(), tgt.pop()
     if len(src) != len(tgt):
@@ -59,32 +58,56 @@ def read_line_aligned(source_path: Path, target_path: Path) -> list[dict]:
             empty, other = (source_path, target_path) if not s.strip() else (target_path, source_path)
             raise NlpkitError(f"{empty}, line {n}: empty, but line {n} of {other} is not (misaligned files?)")
         records.append({"source": s, "target": t, "where": f"{source_path} / {target_path}, line {n}"})
+    if not records:
+        raise no_examples(source_path, "sentence pairs")
     return records
 
 
-def read_pair_file(path: Path) -> list[dict]:
-    """Pairs from ``source<TAB>target`` lines (extra columns are ignored)."""
+def read_pair_file(path: Path, encoding: str = "utf-8", references: bool = False) -> list[dict]:
+    """Pairs from ``source<TAB>target`` lines; with ``references``, the non-empty third and later columns are
+    more references (``references``: every reference, ``target`` first), else they are ignored."""
     records = []
-    for n, line in enumerate(_lines(path), 1):
+    for n, line in enumerate(read_lines(path, encoding), 1):
         if not line.strip():
             continue
         parts = line.split("\t")
         if len(parts) < 2 or not parts[0].strip() or not parts[1].strip():
             raise NlpkitError(f"{path}, line {n}: expected 'source<TAB>target', got {line[:80]!r}")
-        records.append({"source": parts[0], "target": parts[1], "where": f"{path}, line {n}"})
+        record = {"source": parts[0], "target": parts[1], "where": f"{path}, line {n}"}
+        if references:
+            record["references"] = [parts[1], *(p for p in parts[2:] if p.strip())]
+        records.append(record)
+    if not records:
+        raise no_examples(path, "sentence pairs")
     return records
 
 
-def read_parallel(location: str | Path, source: str, target: str) -> list[dict]:
+def read_parallel(location: str | Path, source: str, target: str, encoding: str = "utf-8",
+                  references: bool = False) -> list[dict]:
     """A pair file (.tsv/.txt, gzip or not) or a prefix naming ``<prefix>.<source>`` and ``<prefix>.<target>``."""
     path = Path(location).expanduser()
     if path.is_file():
-        return read_pair_file(path)
+        return read_pair_file(path, encoding, references)
     src, tgt = find_file(path.parent, f"{path.name}.{source}"), find_file(path.parent, f"{path.name}.{target}")
     if src is None or tgt is None:
         raise NlpkitError(f"No parallel data at {path}: expected a 'source<TAB>target' file, or "
                           f"{path}.{source} and {path}.{target} (optionally .gz)")
-    return read_line_aligned(src, tgt)
+    return read_line_aligned(src, tgt, encoding)
+
+
+def add_references(records: list[dict], files: list[Path], encoding: str = "utf-8") -> list[dict]:
+    """Give each pair the references of ``files`` (one per line, line-aligned with the pairs' source file):
+    ``references`` lists every reference, the pair's own target first. An empty line adds none for its pair."""
+    for path in files:
+        lines = read_lines(path, encoding)
+        numbers = [int(r["where"].rsplit("line ", 1)[1]) for r in records]
+        if len(lines) < max(numbers, default=0):
+            raise NlpkitError(f"{path}: {len(lines)} lines, but the test pairs run to line {max(numbers)}; a "
+                              "reference file holds one reference per line of the test source")
+        for record, n in zip(records, numbers):
+            extra = lines[n - 1].strip()
+            record["references"] = record.get("references", [record["target"]]) + ([extra] if extra else [])
+    return records
 
 
 def hub_pairs(rows, source: str, target: str, source_column: str | None = None,
@@ -107,15 +130,7 @@ def hub_pairs(rows, source: str, target: str, source_column: str | None = None,
     return out
 
 
-def carve(records: list[dict], split: str, size: int) -> list[dict]:
-    """A fixed random validation set held out of train (seed 0), or the rest of train."""
-    order = list(range(len(records)))
-    random.Random(0).shuffle(order)
-    held = set(order[:size])
-    return [r for i, r in enumerate(records) if (i in held) == (split == "validation")]
-
-
-class ParallelFiles(Dataset):
+class ParallelFiles(FileDataset):
     name = "parallel_files"
     kind = "seq2seq"
     Options = ParallelFilesOptions
@@ -124,18 +139,21 @@ class ParallelFiles(Dataset):
         o = self.options
         if o.hub_id:
             return self._hub(split)
-        if split == "validation" and o.validation is None:
-            return carve(self._read("train"), split, o.validation_size)
-        records = self._read(split)
-        return carve(records, split, o.validation_size) if split == "train" and o.validation is None else records
+        records = super().load(split)
+        if split == "test" and o.test_references:
+            if o.test is None:
+                raise NlpkitError("dataset_options.test_references: more references need a test file of their own "
+                                  "(they are line-aligned with it), not a test set carved from train")
+            records = add_references([dict(r) for r in records], [self.resolve(f) for f in o.test_references],
+                                     o.encoding)
+        return records
 
-    def _read(self, split: str) -> list[dict]:
-        location = getattr(self.options, split)
-        if location is None:
-            raise NlpkitError(f"dataset_options.{split}: parallel_files needs a path for the {split} split")
-        if self.data_dir is not None and not Path(location).is_absolute():
-            location = self.data_dir / location
-        return read_parallel(location, self.options.source, self.options.target)
+    def read(self, path: Path) -> list[dict]:
+        o = self.options
+        return read_parallel(path, o.source, o.target, o.encoding, o.extra_columns == "references")
+
+    def group_key(self, record: dict) -> str:
+        return record["source"].strip()
 
     def _hub(self, split: str) -> list[dict]:
         o = self.options

@@ -1,7 +1,9 @@
 """``translation``: sequence to sequence, (source, target) text pairs. Scored with sacreBLEU corpus BLEU
 (default 13a tokenization) and chrF on detokenized output, as sacreBLEU itself computes them, so figures
-compare with published ones. ``details`` holds BLEU per source-length bucket: attention's gain over a
-plain encoder-decoder shows most on long sentences.
+compare with published ones. A record may carry several references (``references``: every reference, the
+``target`` first); the test split is then scored against all of them (sacreBLEU's reference streams).
+``details`` holds BLEU per source-length bucket: attention's gain over a plain encoder-decoder shows most on
+long sentences.
 """
 
 from __future__ import annotations
@@ -35,6 +37,13 @@ def length_buckets(edges: list[int]) -> list[tuple[int, float, str]]:
     return out + [(low, float("inf"), f"{low}+")]
 
 
+def streams(references: list[list[str]]) -> list[list[str | None]]:
+    """Per-sentence reference lists as sacreBLEU's reference streams (stream k: every sentence's k-th reference;
+    None where a sentence has fewer, which sacreBLEU skips)."""
+    most = max((len(r) for r in references), default=1)
+    return [[r[k] if k < len(r) else None for r in references] for k in range(most)]
+
+
 class Translation(Task):
     name = "translation"
     kind = "seq2seq"
@@ -53,28 +62,35 @@ class Translation(Task):
                 source, target = normalize(r["source"]), normalize(r["target"])
                 if not source or not target:
                     raise NlpkitError(f"{where}: empty {'source' if not source else 'target'} text")
-                examples.append({"source": source, "target": target})
+                example = {"source": source, "target": target}
+                references = [normalize(ref) for ref in r.get("references") or [] if normalize(ref)]
+                if len(references) > 1:
+                    example["references"] = references
+                examples.append(example)
             out[split] = examples
         return out
 
     def metrics(self, examples: list[dict], predictions: list[dict]) -> dict[str, Any]:
         hyps = [p["prediction"] for p in predictions]
-        refs = [ex["target"] for ex in examples]
+        refs = [ex.get("references") or [ex["target"]] for ex in examples]
         by_length = []
         for low, high, label in length_buckets(self.options.length_buckets):
             idx = [i for i, ex in enumerate(examples) if low <= len(ex["source"].split()) <= high]
             if idx:
-                bleu = sacrebleu.corpus_bleu([hyps[i] for i in idx], [[refs[i] for i in idx]]).score
+                bleu = sacrebleu.corpus_bleu([hyps[i] for i in idx], streams([refs[i] for i in idx])).score
                 by_length.append({"source_words": label, "sentences": len(idx), "bleu": round(bleu, 2)})
+        most = max((len(r) for r in refs), default=1)
         return {
-            "bleu": sacrebleu.corpus_bleu(hyps, [refs]).score,
-            "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score,
-            "details": {"bleu_by_source_length": by_length, "tokenize": "13a"},
+            "bleu": sacrebleu.corpus_bleu(hyps, streams(refs)).score,
+            "chrf": sacrebleu.corpus_chrf(hyps, streams(refs)).score,
+            "details": {"bleu_by_source_length": by_length, "tokenize": "13a", "references": most},
         }
 
     def record(self, index: int, example: dict, prediction: dict) -> dict:
         row = {"index": index, "source": example["source"], "reference": example.get("target"),
                "hypothesis": prediction["prediction"]}
+        if len(example.get("references") or []) > 1:
+            row["references"] = example["references"]
         if index < ATTENTION_RECORDS:
             row |= {k: prediction[k] for k in ("attention", "source_tokens", "target_tokens") if k in prediction}
         return row
