@@ -70,11 +70,23 @@ def refuse_changed_settings(folder: Path, spec: RunSpec) -> None:
                           "checkpoint would mix them. Run with --restart to start it over (or restore the recipe).")
 
 
+_AMBIENT_THREADS: list[int] = []  # torch's thread count before any run set its own (a --jobs worker: its share)
+
+
+def use_threads(threads: int | None) -> None:
+    """CPU threads for the run about to start: ``train.threads``, else what the process had before any run set
+    one, so a run's setting does not leak into the next run of the recipe."""
+    if not _AMBIENT_THREADS:
+        _AMBIENT_THREADS.append(torch.get_num_threads())
+    torch.set_num_threads(threads or _AMBIENT_THREADS[0])
+
+
 def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = None,
             restart: bool = False) -> dict[str, Any]:
     """Train and evaluate one run; write its folder; return its results. An unfinished run resumes from
     its newest checkpoint unless ``restart``."""
     reg = reg or registry()
+    use_threads(spec.train.threads)
     model_cls: type[Model] = reg.model(spec.model)
     main = int(os.environ.get("RANK", "0")) == 0
     folder = spec.folder
