@@ -160,17 +160,22 @@ def plugins(as_json: bool, options_of: str | None) -> None:
 
 @main.command("new-plugin")
 @click.argument("name")
-@click.option("--kind", type=click.Choice(["model", "task", "dataset"]), required=True, help="What the plugin adds.")
+@click.option("--kind", "kinds", required=True, metavar="KIND[,KIND...]",
+              help="What the package adds, one or more of model, task, dataset, metric, report (e.g. model,task).")
 @click.option("-o", "--output", "out", type=click.Path(file_okay=False), help="Folder (default ./nlpkit-NAME).")
-def new_plugin(name: str, kind: str, out: str | None) -> None:
-    """Write a working third-party plugin package NAME: module, entry point, conformance tests, recipe, README."""
+def new_plugin(name: str, kinds: str, out: str | None) -> None:
+    """Write a working third-party plugin package: one module per plugin, entry point, tests, recipe, README.
+
+    NAME is the plugin name (a lowercase identifier, e.g. cnn) or its package name (nlpkit-cnn: plugin 'cnn')."""
     from nlpkit.scaffold import new_plugin as scaffold
 
-    folder, files = scaffold(name, kind, out)
-    click.echo(f"Created {kind} plugin '{name}' in {folder}:")
+    folder, files, plan = scaffold(name, kinds, out)
+    what = " and ".join(plan.kinds)
+    click.echo(f"Created {what} plugin{'s' * (len(plan.kinds) > 1)} '{plan.name}' in package {plan.dist} "
+               f"({folder}):")
     for path in files:
         click.echo(f"  {path.relative_to(folder)}")
-    click.echo(f"Next: cd {folder} && pip install -e . && pytest && nlpkit run recipe.yaml")
+    click.echo(f"Next: cd {folder} && pip install -e '.[dev]' && pytest && nlpkit run recipe.yaml")
 
 
 @main.command()
