@@ -41,14 +41,18 @@ def main() -> None:
 @click.option("--restart", is_flag=True, help="Start unfinished runs over instead of resuming their checkpoints.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Runs of the matrix to train side by side, each with its share of the cores (or one GPU).")
-def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool, restart: bool, jobs: int) -> None:
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads per run (sets train.threads; default: torch's, or cores / --jobs). On a shared "
+                   "machine fewer threads can be much faster.")
+def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool, restart: bool, jobs: int,
+        threads: int | None) -> None:
     """Train and evaluate every model x task x seed of RECIPE, then write the comparison summary.
 
     Finished runs are skipped; an interrupted run resumes from its last checkpoint. Under
     `torchrun --nproc_per_node N -m nlpkit run ...` (or `accelerate launch`) every run trains with DDP."""
     from nlpkit.recipe import load_recipe
 
-    plan = load_recipe(recipe, list(overrides))
+    plan = load_recipe(recipe, list(overrides) + ([f"train.threads={threads}"] if threads else []))
     for warning in plan.warnings:
         click.secho(f"Warning: {warning}", fg="yellow", err=True)
     if dry_run:
@@ -66,42 +70,73 @@ def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool, res
                 state = f"holds a run with other settings ({saved}): moves aside, runs {spec.settings_hash}"
             opts = {**spec.model_options, **spec.train.model_dump(exclude_defaults=True)}
             click.echo(f"  {spec.folder}  [{state}]  {spec.task.dataset}  {json.dumps(opts)}")
+        _echo_resolved(plan)
         return
     from nlpkit.engine import run_recipe
 
     run_recipe(plan, force=force, echo=click.echo, restart=restart, jobs=jobs)
 
 
-def _options_text(reg, name: str) -> str:
-    """Every plugin called NAME, its distribution, and its typed options with types and defaults."""
-    from nlpkit.errors import NlpkitError, did_you_mean
+def _echo_resolved(plan) -> None:
+    """Every value each configuration of the plan runs with, defaults included (seeds share one)."""
+    from nlpkit.plugins import registry
 
+    reg = registry()
+    seen = set()
+    click.echo("Resolved settings (defaults included):")
+    for spec in plan.runs:
+        if (spec.task.name, spec.label) in seen:
+            continue
+        seen.add((spec.task.name, spec.label))
+        task_cls, dataset_cls = reg.task(spec.task.name), reg.dataset(spec.task.dataset)
+        kind = task_cls.kind
+        model = reg.model(spec.model).options_for(kind)(**spec.model_options).model_dump(mode="json")
+        task = {**spec.task.model_dump(mode="json"),
+                "options": task_cls.Options(**spec.task.options).model_dump(mode="json"),
+                "dataset_options": dataset_cls.Options(**spec.task.dataset_options).model_dump(mode="json")}
+        seeds = ", ".join(str(r.seed) for r in plan.runs if r.label == spec.label and r.task == spec.task)
+        click.echo(f"  {spec.task.name} x {spec.label} (model {spec.model}, {kind}; seeds {seeds})")
+        click.echo(f"    task:  {json.dumps(task)}")
+        click.echo(f"    model: {json.dumps(model)}")
+        click.echo(f"    train: {json.dumps(spec.train.model_dump(mode='json'))}")
+
+
+def _options_text(reg, name: str) -> str:
+    """Every plugin called NAME (or ``train``: the training keys, ``task``: a task entry's keys), its distribution,
+    and its typed options: type, default, allowed values, description; a model's per task kind it serves."""
+    from nlpkit.errors import NlpkitError, did_you_mean
+    from nlpkit.options_help import TASK_ENTRY_HELP, text
+    from nlpkit.recipe import TaskEntry, TrainOptions
+
+    if name == "train":
+        return "\n".join(["Training keys, under train: in a recipe or in any model entry (which overrides them):",
+                          *text(TrainOptions)])
+    if name == "task":
+        return "\n".join(["Keys of a task entry (task: or each item of tasks:):", *text(TaskEntry, TASK_ENTRY_HELP)])
     found = [(kind, getattr(reg, kind)[name]) for kind in ("models", "tasks", "datasets") if name in getattr(reg, kind)]
     if not found:
-        names = {n for kind in ("models", "tasks", "datasets") for n in getattr(reg, kind)}
+        names = {n for kind in ("models", "tasks", "datasets") for n in getattr(reg, kind)} | {"train", "task"}
         raise NlpkitError(f"No plugin named '{name}'.{did_you_mean(name, names)} Installed: {', '.join(sorted(names))}")
     where = {"models": "models.<entry>", "tasks": "task.options", "datasets": "task.dataset_options"}
     lines = []
     for kind, cls in found:
         source = reg.sources[(kind, name)]
         lines.append(f"{kind[:-1].capitalize()} '{name}' ({source}): recipe keys under {where[kind]}")
-        fields = cls.Options.model_fields
-        for field, info in fields.items():
-            ann = info.annotation
-            kind_name = ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "")
-            default = "(required)" if info.is_required() else repr(info.get_default(call_default_factory=True))
-            lines.append(f"  {field:<20} {kind_name:<22} {default}" + (f"  {info.description}" if info.description
-                                                                       else ""))
-        if not fields:
-            lines.append("  (no options)")
         if kind == "models":
-            lines.append("  + every training key (epochs, lr, batch_size, ...: see `train:` in a recipe)")
+            for task_kind in cls.serves:
+                lines.append(f" for {task_kind} tasks:")
+                lines += text(cls.options_for(task_kind), indent="   ")
+            lines.append(" + every training key (`nlpkit plugins --options train`)")
+        else:
+            lines += text(cls.Options)
     return "\n".join(lines)
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--options", "options_of", metavar="NAME", help="List the typed options of plugin NAME with defaults.")
+@click.option("--options", "options_of", metavar="NAME",
+              help="Typed options of plugin NAME (type, default, allowed values, meaning), per task kind for a "
+                   "model; `train`: the training keys; `task`: a task entry's keys.")
 def plugins(as_json: bool, options_of: str | None) -> None:
     """List installed models, tasks and datasets, where each comes from, and which model serves which task."""
     from nlpkit.plugins import registry
@@ -143,17 +178,22 @@ def plugins(as_json: bool, options_of: str | None) -> None:
 
 @main.command("new-plugin")
 @click.argument("name")
-@click.option("--kind", type=click.Choice(["model", "task", "dataset"]), required=True, help="What the plugin adds.")
+@click.option("--kind", "kinds", required=True, metavar="KIND[,KIND...]",
+              help="What the package adds, one or more of model, task, dataset, metric, report (e.g. model,task).")
 @click.option("-o", "--output", "out", type=click.Path(file_okay=False), help="Folder (default ./nlpkit-NAME).")
-def new_plugin(name: str, kind: str, out: str | None) -> None:
-    """Write a working third-party plugin package NAME: module, entry point, conformance tests, recipe, README."""
+def new_plugin(name: str, kinds: str, out: str | None) -> None:
+    """Write a working third-party plugin package: one module per plugin, entry point, tests, recipe, README.
+
+    NAME is the plugin name (a lowercase identifier, e.g. cnn) or its package name (nlpkit-cnn: plugin 'cnn')."""
     from nlpkit.scaffold import new_plugin as scaffold
 
-    folder, files = scaffold(name, kind, out)
-    click.echo(f"Created {kind} plugin '{name}' in {folder}:")
+    folder, files, plan = scaffold(name, kinds, out)
+    what = " and ".join(plan.kinds)
+    click.echo(f"Created {what} plugin{'s' * (len(plan.kinds) > 1)} '{plan.name}' in package {plan.dist} "
+               f"({folder}):")
     for path in files:
         click.echo(f"  {path.relative_to(folder)}")
-    click.echo(f"Next: cd {folder} && pip install -e . && pytest && nlpkit run recipe.yaml")
+    click.echo(f"Next: cd {folder} && pip install -e '.[dev]' && pytest && nlpkit run recipe.yaml")
 
 
 @main.command()

@@ -91,6 +91,15 @@ class Model(nn.Module):
         module, _, name = target.partition(":")
         return getattr(importlib.import_module(module), name)
 
+    @classmethod
+    def options_for(cls, kind: str) -> type[Options]:
+        """The options a recipe may set for this model on a task of ``kind``: the recipe is checked against this
+        class when it is loaded, so a key that does not apply to the kind (e.g. a decoder's ``beam_size`` for
+        classification) is an error, not silently ignored; ``nlpkit plugins --options`` lists it per kind.
+        ``create``/``load`` still receive ``cls.Options``, which must accept every kind's options.
+        Default: ``cls.Options`` for every kind."""
+        return cls.Options
+
     def __init__(self, spec: TaskSpec, options: Options):
         super().__init__()
         self.spec = spec

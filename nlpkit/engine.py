@@ -80,6 +80,17 @@ def fresh_accelerate_state() -> None:
     GradientState._reset_state()
 
 
+_AMBIENT_THREADS: list[int] = []  # torch's thread count before any run set its own (a --jobs worker: its share)
+
+
+def use_threads(threads: int | None) -> None:
+    """CPU threads for the run about to start: ``train.threads``, else what the process had before any run set
+    one, so a run's setting does not leak into the next run of the recipe."""
+    if not _AMBIENT_THREADS:
+        _AMBIENT_THREADS.append(torch.get_num_threads())
+    torch.set_num_threads(threads or _AMBIENT_THREADS[0])
+
+
 def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = None,
             restart: bool = False, own_process: bool = False) -> dict[str, Any]:
     """Train and evaluate one run; write its folder; return its results. An unfinished run resumes from
@@ -88,6 +99,7 @@ def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = Non
     (nlpkit.jobs), which results.json says beside the peak memory."""
     memory = PeakMemory().start(own_process)
     reg = reg or registry()
+    use_threads(spec.train.threads)
     main = int(os.environ.get("RANK", "0")) == 0
     folder = spec.folder
     with run_lock(folder) if main else nullcontext():

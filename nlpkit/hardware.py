@@ -51,7 +51,9 @@ def device_description(device: torch.device) -> str:
     """The hardware that goes beside every figure: GPU name, or CPU model and core count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{cpu_name()} ({torch.get_num_threads()} threads{', native bf16' if cpu_has_native_bf16() else ''})"
+    threads = torch.get_num_threads()
+    bf16 = ", native bf16" if cpu_has_native_bf16() else ""
+    return f"{cpu_name()} ({threads} thread{'s' * (threads != 1)}{bf16})"
 
 
 def _mps_available() -> bool:

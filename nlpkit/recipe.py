@@ -502,6 +502,7 @@ def expand(name: str, schema: RecipeSchema, tasks: list[TaskEntry], registry: Re
     runs: list[RunSpec] = []
     problems: list[str] = []
     shared = schema.train.model_dump(exclude_unset=True)
+    kinds = {registry.tasks[e.name].kind for e in tasks if e.name in registry.tasks}
     for ti, entry in enumerate(tasks):
         tloc = ("task",) if schema.task is entry else ("tasks", ti - (1 if schema.task else 0))
         try:
@@ -546,12 +547,15 @@ def expand(name: str, schema: RecipeSchema, tasks: list[TaskEntry], registry: Re
                 continue
             train_keys = set(TrainOptions.model_fields)
             train_values = {**shared, **{k: v for k, v in options.items() if k in train_keys}}
-            model_values = {k: v for k, v in options.items() if k not in train_keys}
+            opts_cls = model_cls.options_for(task_cls.kind)
+            # a key for another kind of this recipe's tasks (e.g. crf beside a classification task) skips this run
+            model_values = {k: v for k, v in options.items() if k not in train_keys
+                            and (k in opts_cls.model_fields or not _applies_elsewhere(model_cls, k, kinds))}
             try:
                 train = TrainOptions.model_validate(train_values)
-                model_opts = model_cls.Options.model_validate(model_values)
+                model_opts = opts_cls.model_validate(model_values)
             except ValidationError as err:
-                problems.append(_model_entry_error(err, where, mloc, model_cls))
+                problems.append(_model_entry_error(err, where, mloc, model_cls, task_cls.kind))
                 continue
             for seed in seeds:
                 runs.append(
@@ -563,14 +567,22 @@ def expand(name: str, schema: RecipeSchema, tasks: list[TaskEntry], registry: Re
     return runs
 
 
-def _model_entry_error(err: ValidationError, where: _Where, mloc: tuple, model_cls: type) -> str:
-    valid = sorted(set(TrainOptions.model_fields) | set(model_cls.Options.model_fields) | {"model", "seeds"})
+def _applies_elsewhere(model_cls: type, key: str, kinds: set[str]) -> bool:
+    """Whether ``key`` is an option of the model for another task kind among the recipe's ``kinds``."""
+    return any(key in model_cls.options_for(k).model_fields for k in kinds if k in model_cls.serves)
+
+
+def _model_entry_error(err: ValidationError, where: _Where, mloc: tuple, model_cls: type, kind: str) -> str:
+    valid = sorted(set(TrainOptions.model_fields) | set(model_cls.options_for(kind).model_fields) | {"model", "seeds"})
     messages = []
     for e in err.errors():
         loc = mloc + tuple(e["loc"])
         key = ".".join(str(p) for p in loc)
         if e["type"] == "extra_forbidden":
-            hint = did_you_mean(str(e["loc"][-1]), valid)
+            name = str(e["loc"][-1])
+            other = [k for k in model_cls.serves if k != kind and name in model_cls.options_for(k).model_fields]
+            hint = (f" It applies to {' and '.join(other)} tasks only (this is a {kind} task)." if other
+                    else did_you_mean(name, valid))
             messages.append(f"{where(loc)}: unknown key '{key}' for model '{model_cls.name}'.{hint} "
                             f"Valid keys: {', '.join(valid)}")
         else:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from nlpkit import report_figures as figs
 from nlpkit.errors import NlpkitError
-from nlpkit.report_render import Block, markdown_table, render_html, render_markdown
+from nlpkit.report_render import Block, markdown_table, plugin_figure, render_html, render_markdown
 from nlpkit.report_runs import Run, by_model, discover_runs, identify, load_runs, normalize
 from nlpkit.report_stats import ALPHA, format_p, significance
 from nlpkit.report_tables import (
@@ -132,7 +132,7 @@ def _plugin_blocks(extra_sections: ExtraSections, task: str, runs: list[Run], ou
     for section in sections:
         blocks += [("h", 3, str(section.get("title", "Plugin section"))),
                    ("markdown", str(section.get("markdown", "")))]
-        blocks += [("figure", Path(f).name, Path(f)) for f in section.get("figures") or [] if Path(f).is_file()]
+        blocks += [b for b in (plugin_figure(f, out) for f in section.get("figures") or []) if b]
     return blocks
 
 

@@ -28,6 +28,7 @@ DPI = 100
 # the open-ended top bucket starts low enough to hold MIN_BUCKET sentences (BLEU on a handful is noise).
 LENGTH_EDGES = (10, 15, 20, 30, 40, 50)
 MIN_BUCKET = 30
+MARKED_POINTS = 12  # a curve with at most this many points gets a marker on each
 
 
 def slug(*parts: str) -> str:
@@ -75,7 +76,10 @@ def learning_curves(runs_by_model: dict[str, list[Run]], main_metric: str, title
                 continue
             # Seeds may log at different steps: interpolate each inside its own range before aggregating.
             table = pd.concat(curves, axis=1).sort_index().interpolate(limit_area="inside")
-            ax.plot(table.index, table.mean(axis=1), color=f"C{i}", label=f"{_plain(model)} (seeds: {len(curves)})")
+            mean = table.mean(axis=1)
+            # markers where points are few: a run that evaluates once is a single point, invisible as a line
+            ax.plot(table.index, mean, color=f"C{i}", marker="o" if mean.notna().sum() <= MARKED_POINTS else None,
+                    markersize=4, label=f"{_plain(model)} (seeds: {len(curves)})")
             if len(curves) > 1:
                 ax.fill_between(table.index, table.min(axis=1), table.max(axis=1), color=f"C{i}", alpha=0.2)
             drawn = True
@@ -104,9 +108,10 @@ def _grouped_bars(stats: Stats, categories: list[str], xlabel: str, ylabel: str,
     x = np.arange(len(categories))
     for i, model in enumerate(models):
         means = [stats[model].get(c, (np.nan, np.nan))[0] for c in categories]
-        stds = [np.nan_to_num(stats[model].get(c, (np.nan, np.nan))[1]) for c in categories]
-        ax.bar(x + (i - (len(models) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=_plain(model),
-               color=f"C{i}")
+        stds = [stats[model].get(c, (np.nan, np.nan))[1] for c in categories]
+        spread = any(np.isfinite(stds))  # one seed has no std: no error bar, and no cap drawn on a zero bar
+        ax.bar(x + (i - (len(models) - 1) / 2) * width, means, width, yerr=np.nan_to_num(stds) if spread else None,
+               capsize=3 if spread else 0, label=_plain(model), color=f"C{i}")
     ax.set_xticks(x, [_plain(c) for c in categories])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -23,6 +23,17 @@ Block = tuple[Any, ...]
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
 
 
+def plugin_figure(entry: Any, out: Path) -> Block | None:
+    """A figure a plugin's report section names: a PNG path (absolute, or relative to the report folder ``out``)
+    or ``{"path": ..., "caption": ...}``; the caption defaults to the file's name. None when the file is missing.
+    (A path relative to the working directory, as before captions existed, is still found.)"""
+    path, caption = (entry.get("path"), entry.get("caption")) if isinstance(entry, dict) else (entry, None)
+    if not path:
+        return None
+    found = next((p for p in (Path(out) / path, Path(path)) if p.is_file()), None)  # absolute: out / path is path
+    return ("figure", str(caption or found.name), found) if found else None
+
+
 # ---------------------------------------------------------------- Markdown
 
 def md_escape(text: Any) -> str:

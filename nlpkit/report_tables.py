@@ -7,6 +7,7 @@ turns them into Markdown or HTML, escaping every cell, since cells hold data (la
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,10 +26,11 @@ NUMERIC_COST = ["train_seconds", "train_examples_per_s", "train_tokens_per_s", "
                 "steps", "epochs"]
 SPEED_COLUMNS = ["train_examples_per_s", "train_tokens_per_s"]
 RESERVED = set(BASE_COLUMNS + COST_COLUMNS + ["run_dir"])
-# (column, header, scale, greater is better) of the cost table.
+# (column, header, scale, greater is better) of the cost table; None: neither (a model's size is a property,
+# not a score), so never marked best.
 COST_TABLE = [("train_seconds", "train time (s)", 1.0, False), ("train_examples_per_s", "examples/s", 1.0, True),
               ("train_tokens_per_s", "tokens/s", 1.0, True), ("peak_memory_mb", "peak memory (MB)", 1.0, False),
-              ("parameters", "parameters (M)", 1e-6, False)]
+              ("parameters", "parameters (M)", 1e-6, None)]
 SAMPLES = 5
 
 
@@ -113,9 +115,9 @@ def _mean_std(mean: float, std: float, n: int, decimals: int) -> str:
     return text + f" ± {std:,.{decimals}f}" if n > 1 and np.isfinite(std) else text
 
 
-def stats_table(frame: pd.DataFrame, columns: Sequence[tuple[str, str, float, bool]]) -> Table:
+def stats_table(frame: pd.DataFrame, columns: Sequence[tuple[str, str, float, bool | None]]) -> Table:
     """A row per model of ``frame`` (one task group): mean ± std over seeds of each of ``columns``, given as
-    (column, header, scale, lower is better).
+    (column, header, scale, lower is better; None: neither, nothing marked).
 
     The best mean per column is marked (all tied ones), unless every model with a value shares it.
     """
@@ -129,6 +131,8 @@ def stats_table(frame: pd.DataFrame, columns: Sequence[tuple[str, str, float, bo
         for i, (mean, std) in enumerate(zip(means, stds, strict=True)):
             table.rows[i].append(_mean_std(mean, std, int(agg["n_seeds"].iloc[i]), decimals))
         finite = means[np.isfinite(means)]
+        if lower is None:
+            continue
         best = (finite.min() if lower else finite.max()) if len(finite) else math.nan
         marked = {(i, j) for i, m in enumerate(means) if np.isfinite(m) and math.isclose(m, best)}
         if len(marked) < len(finite):  # a value every model shares is no one's best
@@ -151,12 +155,36 @@ def metric_table(frame: pd.DataFrame) -> Table:
 
 def cost_table(frame: pd.DataFrame) -> Table:
     """Time, speed, memory and size per model (mean ± std over seeds; best marked), plus device/precision."""
-    columns = [(c, h, s, not g) for c, h, s, g in COST_TABLE if frame[c].notna().any()]
+    columns = [(c, h, s, None if g is None else not g) for c, h, s, g in COST_TABLE if frame[c].notna().any()]
     table = stats_table(frame, columns)
+    groups = [group for _, group in frame.groupby("model", sort=True)]
+    if "train time (s)" in table.header:  # the budget each time bought, beside it
+        j = table.header.index("train time (s)") + 1
+        budgets = [_budget(group) for group in groups]
+        table.header.insert(j, "budget")
+        for row, budget in zip(table.rows, budgets, strict=True):
+            row.insert(j, budget)
+        table.best = {(i, k + (k >= j)) for i, k in table.best}
+        if len({b for b in budgets if b != "–"}) > 1:  # times of different budgets: no "fastest"
+            table.best = {(i, k) for i, k in table.best if k != j - 1}
     table.header += ["device", "precision"]
-    for row, (_, group) in zip(table.rows, frame.groupby("model", sort=True), strict=True):
-        row += [", ".join(sorted({str(v) for v in group[c].dropna()})) or "–" for c in ("device", "precision")]
+    for row, group in zip(table.rows, groups, strict=True):
+        row += [", ".join(sorted({_device(v) for v in group[c].dropna()})) or "–" for c in ("device", "precision")]
     return table
+
+
+def _budget(group: pd.DataFrame) -> str:
+    """The optimizer steps (and epochs) a model's runs trained for: '1,500 steps (1.2 epochs)'."""
+    steps, epochs = group["steps"].dropna(), group["epochs"].dropna()
+    if steps.empty:
+        return "–"
+    text = " / ".join(f"{int(s):,}" for s in sorted(set(steps))) + " steps"
+    return text + (f" ({epochs.mean():.3g} epochs)" if not epochs.empty else "")
+
+
+def _device(value: Any) -> str:
+    """A device description; old results said '(1 threads)'."""
+    return re.sub(r"\(1 threads\b", "(1 thread", str(value))
 
 
 def compatibility_table(models: Mapping[str, Sequence[str]], tasks: Mapping[str, str]) -> Table:

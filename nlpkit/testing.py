@@ -341,6 +341,41 @@ def check_padding_invariant(model: Model, examples: list[dict], kind: str) -> No
               f"in a padded batch {[together[i] for i in wrong]!r:.200}. Mask padded positions.")
 
 
+def _forward_logits(model: Model, examples: list[dict]) -> torch.Tensor | None:
+    with torch.no_grad():
+        out = model(**make_batch(model, examples))
+    return None if out.logits is None else out.logits.detach().float()
+
+
+def check_padding_logits(model: Model, examples: list[dict], kind: str, atol: float = 1e-4,
+                         rtol: float = 1e-3) -> None:
+    """An example's logits at its real positions do not change (beyond float noise) when its batch is padded to a
+    longer input: a stricter check than predictions, whose argmax can hide a leak (a random padding embedding
+    that enters a mean moves every logit, yet may flip no label). Padding is assumed to follow the real
+    positions (the last dimensions of the logits are cut to the lone example's size). Skipped when ``forward``
+    returns no logits."""
+    was_training = model.training
+    model.eval()
+    try:
+        long = long_example(kind, 20)
+        for i, example in enumerate(examples[:4]):
+            alone, together = _forward_logits(model, [example]), _forward_logits(model, [example, long])
+            if alone is None or together is None:
+                return
+            if alone.dim() != together.dim() or any(a > b for a, b in zip(alone.shape[1:], together.shape[1:])):
+                _fail(f"logits of a lone example {tuple(alone.shape)} do not fit inside those of a padded batch "
+                      f"{tuple(together.shape)}: pad after the real positions")
+            real = together[0][tuple(slice(0, n) for n in alone.shape[1:])]
+            diff = (real - alone[0]).abs().max().item()
+            allowed = atol + rtol * alone.abs().max().item()
+            if not diff <= allowed:
+                _fail(f"padding changed the logits at real positions by up to {diff:.3g} (allowed {allowed:.2g}): "
+                      f"example {i} alone vs in a batch padded to a 20-word input. Mask padded positions "
+                      "(padding_idx, masked means and attention, packed sequences).")
+    finally:
+        model.train(was_training)
+
+
 def check_bf16(model: Model, examples: list[dict], device: str = "cpu") -> None:
     """Forward, backward and predict run under bf16 autocast (what the engine uses where bf16 is fast)."""
     model.to(device)
@@ -480,6 +515,10 @@ class ModelKit:
 
     def test_padding_does_not_change_predictions(self, trained, kind):
         check_padding_invariant(trained[0], trained[1], kind)
+
+    def test_padding_does_not_change_logits(self, fresh, trained, kind):
+        check_padding_logits(fresh[0], fresh[1], kind)  # untrained: no learned weight can hide a leak yet
+        check_padding_logits(trained[0], trained[1], kind)
 
     def test_bf16_autocast(self, fresh):
         model = fresh[0]

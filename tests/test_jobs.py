@@ -53,7 +53,7 @@ def test_jobs_2_finishes_a_4_run_matrix_and_leaves_a_run_held_by_another_process
         assert steps == [1, 2, 3, 4], f"{folder.name}: one writer, one pass: {steps}"
         assert not (folder / ".lock").exists() and not (folder / "checkpoints").exists()
     devices = {json.loads((f / "results.json").read_text())["device"] for f in folders.values() if f != held}
-    assert all(f"({max(1, cpu_cores() // 2)} threads" in d for d in devices), devices  # the cores shared by 2 jobs
+    assert all(f"({max(1, cpu_cores() // 2)} thread" in d for d in devices), devices  # the cores shared by 2 jobs
 
 
 def test_a_second_holder_is_refused_with_the_owner_named(tmp_path):

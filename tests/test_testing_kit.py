@@ -27,6 +27,7 @@ from nlpkit.testing import (
     check_forward_backward,
     check_overfits,
     check_padding_invariant,
+    check_padding_logits,
     check_refuses,
     check_save_load,
     check_seeded,
@@ -135,6 +136,15 @@ class LeaksPadding(Bag):
             self.embed.weight[0].fill_(5.0)
 
 
+class RandomPaddingEmbedding(Bag):
+    """The leak a plugin author shipped: the padding id has an ordinary (random) embedding and enters the mean,
+    so padding moves every logit while the argmax mostly survives."""
+
+    def __init__(self, spec, options):
+        super().__init__(spec, options)
+        self.embed = nn.EmbeddingBag(options.buckets, options.dim, mode="mean")
+
+
 class BuildsAnything(Bag):
     @classmethod
     def create(cls, spec, options, train):
@@ -191,6 +201,19 @@ def test_a_loss_that_does_not_fall_is_named():
 def test_leaking_padding_is_named():
     with pytest.raises(AssertionError, match=r"padding changed the predictions of examples \[.*Mask padded"):
         check_padding_invariant(*build(LeaksPadding, "classification", {"dim": 4}), "classification")
+
+
+def test_random_padding_embedding_fails_the_logits_check_untrained_and_trained():
+    model, examples = build(RandomPaddingEmbedding, "classification", {})
+    with pytest.raises(AssertionError, match=r"padding changed the logits at real positions by up to .*Mask padded"):
+        check_padding_logits(model, examples, "classification")
+    overfit(model, examples, 30, 5e-2)
+    with pytest.raises(AssertionError, match=r"padding changed the logits at real positions"):
+        check_padding_logits(model, examples, "classification")
+    good, examples = build(Bag, "classification", {})
+    check_padding_logits(good, examples, "classification")
+    overfit(good, examples, 30, 5e-2)
+    check_padding_logits(good, examples, "classification")
 
 
 def test_building_for_an_unserved_kind_is_named():
@@ -258,6 +281,6 @@ def test_the_pytest_kit_fails_a_broken_plugin_with_the_reason(tmp_path):
                              str(tmp_path)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     out = result.stdout
     assert result.returncode == 1, out[-2000:]
-    assert out.strip().splitlines()[-1].startswith("1 failed, 10 passed"), out[-500:]
+    assert out.strip().splitlines()[-1].startswith("1 failed, 11 passed"), out[-500:]
     assert "FAILED test_broken.py::TestBroken::test_save_load_same_predictions[classification]" in out
     assert "weights missing or different after loading: embed.weight" in out

@@ -8,7 +8,9 @@ gets one carved from train), else loads the hub's ``ag_news``.
 from __future__ import annotations
 
 import csv
+import html
 import random
+import re
 from pathlib import Path
 
 import nlpkit
@@ -24,6 +26,19 @@ class AgNewsOptions(Options):
     validation_size: int = 1000  # carved from train when the source has no validation split
 
 
+# The published CSVs carry the leftovers of HTML the crawler half-decoded: entities whose '&' became a space
+# (" quot;", " #39;": the space goes with it), whole ones ("&lt;"), backslash-escaped quotes and a lone
+# backslash for a line break.
+_BARE_ENTITY = re.compile(r"[& ]?((?<![A-Za-z])(?:quot|amp|lt|gt|apos)|#\d{1,5});")
+
+
+def clean_text(text: str) -> str:
+    """AG News text as it was written: entities decoded, escapes and line-break backslashes removed."""
+    text = text.replace('\\"', '"').replace("\\", " ")
+    text = _BARE_ENTITY.sub(lambda m: html.unescape(f"&{m.group(1)};"), text)
+    return " ".join(html.unescape(text).split())
+
+
 def read_agnews_csv(path: Path) -> list[dict]:
     records = []
     with open_text(path) as f:
@@ -37,7 +52,7 @@ def read_agnews_csv(path: Path) -> list[dict]:
                     raise NlpkitError(
                         f"{path}, line {line}: expected 'class index (1-4)', title, description; got {row[:3]}"
                     )
-                text = " ".join(part.replace("\\n", " ").strip() for part in row[1:])
+                text = clean_text(" ".join(part.strip() for part in row[1:]))
                 records.append({"text": text, "label": CLASSES[int(row[0]) - 1], "where": f"{path}, line {line}"})
         except csv.Error as err:
             raise f.error(f"malformed CSV ({err})") from None
@@ -80,7 +95,7 @@ class AgNews(Dataset):
             ds = load_dataset(self.options.hub_id, split=split)
         except Exception as err:  # offline, or no such dataset
             raise hub_unavailable(self.name, self.options.hub_id, err) from err
-        return [{"text": r["text"], "label": CLASSES[r["label"]]} for r in ds]
+        return [{"text": clean_text(r["text"]), "label": CLASSES[r["label"]]} for r in ds]
 
 
 @nlpkit.hookimpl

@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from nlpkit_plugins.models.recurrent import BiLSTMEncoder, RecurrentModel, RecurrentOptions
+from nlpkit_plugins.models.recurrent import (
+    AttentionClassificationOptions,
+    AttentionField,
+    AttentionSeq2SeqOptions,
+    AttentionTaggingOptions,
+    BiLSTMEncoder,
+    RecurrentModel,
+    RecurrentOptions,
+)
 from torch import nn
 
 import nlpkit
 from nlpkit.contract import Output
 
 
-class AttentionOptions(RecurrentOptions):
-    attention_size: int = 128
+class AttentionOptions(AttentionField, RecurrentOptions):
+    """What ``create``/``load`` receive: every kind's options (see ``RecurrentOptions``)."""
 
 
 class AdditivePooling(nn.Module):
@@ -37,6 +45,8 @@ class AdditivePooling(nn.Module):
 class AttentionModel(RecurrentModel):
     name = "attention"
     Options = AttentionOptions
+    kind_options = {"classification": AttentionClassificationOptions, "tagging": AttentionTaggingOptions,
+                    "seq2seq": AttentionSeq2SeqOptions}
     serves = ("classification", "tagging", "seq2seq")
     per_kind = {"tagging": "nlpkit_plugins.models.tagging:AttentionTagger",
                 "seq2seq": "nlpkit_plugins.models.seq2seq:AttentionSeq2Seq"}

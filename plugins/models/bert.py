@@ -19,7 +19,9 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from nlpkit_plugins.models.fast_bert import FastBertEncoder, fast_adamw, fast_encoder_fits, to_speed_layout
+from nlpkit_plugins.models.seq2seq import CellField
 from nlpkit_plugins.models.seq2seq_bert import BertSeq2SeqFields
+from pydantic import Field
 from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
@@ -27,18 +29,51 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 import nlpkit
-from nlpkit.contract import Model, Output, TaskSpec
+from nlpkit.contract import Model, Options, Output, TaskSpec
 from nlpkit.errors import NlpkitError
 from nlpkit.hardware import speed_paths
 
 
-class BertOptions(BertSeq2SeqFields):  # + the seq2seq (translation) decoder options
-    pretrained: str = "minilm"
-    max_length: int = 128
-    pooling: Literal["mean", "cls", "pooler"] = "mean"  # classification: pooler = BERT's dense+tanh on [CLS]
-    fast: bool = True  # with a BERT checkpoint: the fast encoder (see the module docstring)
-    dropout: float = 0.1
-    stride: int = 32  # tagging: sub-tokens shared by consecutive windows of a sentence longer than max_length
+class BertCore(Options):
+    """The pretrained encoder's options, for every task kind."""
+
+    pretrained: str = Field("minilm", description="Encoder checkpoint: minilm (all-MiniLM-L6-v2, offline), a local "
+                            "folder or a Hugging Face hub id.")
+    max_length: int = Field(128, ge=3, description="Sub-tokens per input, [CLS] and [SEP] included (tagging: per "
+                            "window).")
+    fast: bool = Field(True, description="With a BERT checkpoint outside DDP: nlpkit's fast encoder (same weights "
+                       "and math, faster on CPU); false: the transformers implementation.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout before the task head (seq2seq: in the decoder).")
+
+
+class PoolingField(Options):
+    pooling: Literal["mean", "cls", "pooler"] = Field("mean", description="How a sentence vector is made: mean of "
+                                                      "the token states, the [CLS] state, or BERT's dense+tanh "
+                                                      "pooler on [CLS].")
+
+
+class StrideField(Options):
+    stride: int = Field(32, ge=0, description="Sub-tokens shared by consecutive windows of a sentence longer than "
+                        "max_length (must be below max_length - 2).")
+
+
+class BertClassificationOptions(PoolingField, BertCore):
+    """``bert`` for classification."""
+
+
+class BertTaggingOptions(StrideField, BertCore):
+    """``bert`` for tagging."""
+
+
+class BertSeq2SeqOptions(BertSeq2SeqFields, BertCore):
+    """``bert`` for seq2seq: the pretrained encoder and a Bahdanau decoder trained from scratch."""
+
+
+class BertOptions(CellField, BertSeq2SeqFields, StrideField, PoolingField, BertCore):
+    """What ``create``/``load`` receive: every kind's options (``cell`` is unused; it stays so that models saved
+    before the options were split by task kind still load)."""
+
+    target_vocab_size: int | None = Field(8000, ge=1, description="Target subword vocabulary size.")
 
 
 def resolve_pretrained(name: str) -> str:
@@ -110,8 +145,14 @@ class BertModel(Model):
     name = "bert"
     serves = ("classification", "tagging", "seq2seq")
     Options = BertOptions
+    kind_options: dict[str, type[Options]] = {"classification": BertClassificationOptions,
+                                              "tagging": BertTaggingOptions, "seq2seq": BertSeq2SeqOptions}
     per_kind = {"tagging": "nlpkit_plugins.models.tagging:BertTagger",
                 "seq2seq": "nlpkit_plugins.models.seq2seq_bert:BertSeq2Seq"}
+
+    @classmethod
+    def options_for(cls, kind: str) -> type[Options]:
+        return cls.kind_options.get(kind, cls.Options)
 
     def __init__(self, spec: TaskSpec, options: BertOptions, encoder: nn.Module, tokenizer: Any):
         super().__init__(spec, options)

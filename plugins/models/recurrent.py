@@ -8,32 +8,95 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
-from nlpkit_plugins.models.seq2seq import Seq2SeqFields, run_packed
+from nlpkit_plugins.models.seq2seq import (
+    CellField,
+    DecoderFields,
+    ReversibleTokenizer,
+    Seq2SeqFields,
+    TargetVocabField,
+    run_packed,
+)
+from pydantic import Field
 from safetensors.torch import load_model, save_model
 from tokenizers import Tokenizer
 from torch import nn
 
-from nlpkit.contract import Model, TaskSpec
+from nlpkit.contract import Model, Options, TaskSpec
 from nlpkit.text import PAD, train_subword_tokenizer
 
+SubwordTokenizer = Literal["word", "wordpiece", "bpe", "unigram"]
 
-class RecurrentOptions(Seq2SeqFields):  # + the seq2seq (translation) options
-    vocab_size: int = 16000
-    tokenizer: str = "wordpiece"  # word | wordpiece | bpe | unigram (each the same in every process: nlpkit.text)
-    lowercase: bool = True
-    embedding_dim: int = 128
-    hidden_size: int = 256
-    layers: int = 1
-    dropout: float = 0.3
-    max_length: int = 256
-    # tagging (ner) only: character CNN features (char_dim 0 = none), a CRF layer, words replaced by UNK in training
-    char_dim: int = 30
-    char_filters: int = 50
-    crf: bool = True
-    word_dropout: float = 0.05
+
+class RecurrentCore(Options):
+    """The options of the ``lstm``/``attention`` networks for every task kind."""
+
+    embedding_dim: int = Field(128, ge=1, description="Size of the word (or subword) embeddings.")
+    hidden_size: int = Field(256, ge=1, description="LSTM state size per direction.")
+    layers: int = Field(1, ge=1, description="Stacked LSTM layers.")
+    dropout: float = Field(0.3, ge=0, lt=1, description="Dropout on embeddings and LSTM outputs.")
+    lowercase: bool = Field(True, description="Lowercase the input text before building the vocabulary.")
+
+
+class TextFields(Options):
+    """Subword vocabulary fitted on the training split (classification and seq2seq sources)."""
+
+    vocab_size: int = Field(16000, ge=1, description="Vocabulary size of the tokenizer fitted on the training split.")
+    tokenizer: SubwordTokenizer = Field("wordpiece", description="Tokenizer fitted on the training split: word, "
+                                        "wordpiece, bpe or unigram (each the same in every process: nlpkit.text).")
+    max_length: int = Field(256, ge=1, description="Input tokens kept per example (the rest is cut).")
+
+
+class TaggingFields(Options):
+    """Word-level tagging (NER): words come pre-split, so the vocabulary is of words, not subwords."""
+
+    char_dim: int = Field(30, ge=0, description="Character embedding size of the character CNN (0: no char CNN).")
+    char_filters: int = Field(50, ge=1, description="Filters of the character CNN (its features per word).")
+    crf: bool = Field(True, description="Decode tags with a CRF layer (else IOB2-constrained argmax).")
+    word_dropout: float = Field(0.05, ge=0, lt=1, description="Share of training words replaced by UNK, so the UNK "
+                                "embedding gets trained.")
+
+
+class AttentionField(Options):
+    attention_size: int = Field(128, ge=1, description="Size of the additive attention's hidden layer.")
+
+
+class LstmClassificationOptions(TextFields, RecurrentCore):
+    """``lstm`` for classification."""
+
+
+class LstmTaggingOptions(TaggingFields, RecurrentCore):
+    """``lstm`` for tagging."""
+
+
+class RecurrentSeq2SeqFields(TargetVocabField, DecoderFields, TextFields):
+    """The recurrent encoder-decoders' own options; the source and target tokenizers must be reversible."""
+
+    tokenizer: ReversibleTokenizer = Field("wordpiece", description="Subword tokenizer fitted on each side of "
+                                           "the training split (word cannot be detokenized).")
+
+
+class LstmSeq2SeqOptions(CellField, RecurrentSeq2SeqFields, RecurrentCore):
+    """``lstm`` for seq2seq (Sutskever et al., 2014)."""
+
+
+class AttentionClassificationOptions(AttentionField, LstmClassificationOptions):
+    """``attention`` for classification."""
+
+
+class AttentionTaggingOptions(AttentionField, LstmTaggingOptions):
+    """``attention`` for tagging."""
+
+
+class AttentionSeq2SeqOptions(AttentionField, RecurrentSeq2SeqFields, RecurrentCore):
+    """``attention`` for seq2seq (Bahdanau et al., 2015)."""
+
+
+class RecurrentOptions(Seq2SeqFields, TaggingFields, TextFields, RecurrentCore):
+    """What ``create``/``load`` receive: every kind's options (a recipe may set only those ``options_for`` its
+    task kind allows; saved models keep loading whatever kind they are)."""
 
 
 class BiLSTMEncoder(nn.Module):
@@ -62,6 +125,14 @@ class RecurrentModel(Model):
     serves = ("classification",)
     Options = RecurrentOptions
     host_inputs = ("lengths",)  # packing reads them on the CPU
+
+    kind_options: dict[str, type[Options]] = {"classification": LstmClassificationOptions,
+                                              "tagging": LstmTaggingOptions, "seq2seq": LstmSeq2SeqOptions}
+
+    @classmethod
+    def options_for(cls, kind: str) -> type[Options]:
+        return cls.kind_options.get(kind, cls.Options)
+
     def __init__(self, spec: TaskSpec, options: RecurrentOptions, tokenizer: Tokenizer):
         super().__init__(spec, options)
         self.tokenizer = tokenizer

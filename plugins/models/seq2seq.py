@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from safetensors.torch import load_model, save_model
 from tokenizers import Tokenizer
 from torch import nn
@@ -36,22 +37,39 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from nlpkit.contract import Model, Options, Output, TaskSpec
 from nlpkit.text import BOS, EOS, PAD, train_reversible_tokenizer
 
+ReversibleTokenizer = Literal["bpe", "wordpiece", "unigram"]  # what train_reversible_tokenizer can detokenize
 
-class Seq2SeqFields(Options):
-    """Options the seq2seq models add to their plugin's options (vocab_size, tokenizer, embedding_dim,
-    hidden_size, layers, dropout, max_length and lowercase keep their meaning; lowercase applies to the source)."""
 
-    target_vocab_size: int | None = None  # default: vocab_size
-    cell: Literal["lstm", "gru"] | None = None  # the plain encoder-decoder's cell; default: the plugin's
-    teacher_forcing: float = 1.0  # probability of feeding the gold previous token (else the model's own guess)
-    label_smoothing: float = 0.1
-    beam_size: int = 5
-    length_penalty: float = 1.0  # beam hypotheses are ranked by log p / length ** length_penalty
-    eval_beam_size: int = 1  # decoding for validation during training (1 = greedy)
-    max_target_ratio: float = 1.5  # decode at most ratio * source tokens + extra
-    max_target_extra: int = 10
-    decoder_hidden_size: int | None = None  # default: hidden_size
-    defer_weight_grads: bool = True  # one matmul for the decoder's weight gradients (exact; faster on CPU)
+class DecoderFields(Options):
+    """Decoder training and decoding options of every seq2seq model (``lstm``, ``attention``, ``bert``)."""
+
+    teacher_forcing: float = Field(1.0, ge=0, le=1, description="Probability of feeding the gold previous token "
+                                   "to the decoder in training (else its own guess).")
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="Label smoothing of the training loss.")
+    beam_size: int = Field(5, ge=1, description="Beam width for the test split and `nlpkit predict` (1 = greedy).")
+    length_penalty: float = Field(1.0, description="Beam hypotheses are ranked by log p / length ** length_penalty.")
+    eval_beam_size: int = Field(1, ge=1, description="Beam width for validation during training (1 = greedy, cheap).")
+    max_target_ratio: float = Field(1.5, gt=0, description="Decode at most ratio x source tokens + max_target_extra.")
+    max_target_extra: int = Field(10, ge=0, description="Decode at most max_target_ratio x source tokens + this.")
+    decoder_hidden_size: int | None = Field(None, ge=1, description="The decoder's state size; default: hidden_size.")
+    defer_weight_grads: bool = Field(True, description="One matmul for the decoder's weight gradients after the "
+                                     "loop instead of one per step (exact; faster on CPU).")
+
+
+class TargetVocabField(Options):
+    target_vocab_size: int | None = Field(None, ge=1, description="Target subword vocabulary size; "
+                                          "default: vocab_size.")
+
+
+class CellField(Options):
+    cell: Literal["lstm", "gru"] | None = Field(None, description="The plain encoder-decoder's recurrent cell; "
+                                                "default: lstm.")
+
+
+class Seq2SeqFields(CellField, TargetVocabField, DecoderFields):
+    """Every seq2seq option the recurrent plugins' full options class holds (vocab_size, tokenizer, embedding_dim,
+    hidden_size, layers, dropout, max_length and lowercase keep their meaning; lowercase applies to the source).
+    Which of them a recipe may set for a task kind is told by the plugin's ``options_for``."""
 
 
 def is_seq2seq_folder(folder: Path) -> bool:

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 from nlpkit_plugins.models.fast_bert import fast_adamw
-from nlpkit_plugins.models.seq2seq import BahdanauDecoder, Seq2SeqFields, Seq2SeqModel
+from nlpkit_plugins.models.seq2seq import BahdanauDecoder, DecoderFields, ReversibleTokenizer, Seq2SeqModel
+from pydantic import Field
 from safetensors.torch import load_model
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer
@@ -22,15 +23,17 @@ from transformers import AutoTokenizer
 from nlpkit.contract import Options, TaskSpec
 
 
-class BertSeq2SeqFields(Seq2SeqFields):
+class BertSeq2SeqFields(DecoderFields):
     """The decoder's options for ``bert`` (the lstm/attention plugins have these under the same names)."""
 
-    target_vocab_size: int | None = 8000
-    tokenizer: str = "bpe"  # the target vocabulary: bpe | wordpiece | unigram
-    embedding_dim: int = 256
-    hidden_size: int = 512  # the decoder's GRU
-    attention_size: int = 256
-    encoder_lr: float = 5e-5
+    target_vocab_size: int = Field(8000, ge=1, description="Target subword vocabulary size (the source uses BERT's).")
+    tokenizer: ReversibleTokenizer = Field("bpe", description="Tokenizer of the target vocabulary, fitted on the "
+                                           "training split.")
+    embedding_dim: int = Field(256, ge=1, description="Size of the decoder's target embeddings.")
+    hidden_size: int = Field(512, ge=1, description="The decoder GRU's state size (decoder_hidden_size overrides).")
+    attention_size: int = Field(256, ge=1, description="Size of the additive attention's hidden layer.")
+    encoder_lr: float = Field(5e-5, gt=0, description="Learning rate of the pretrained encoder (the decoder, "
+                              "trained from scratch, uses the run's lr).")
 
 
 class BertSeq2Seq(Seq2SeqModel):
