@@ -105,14 +105,14 @@ def _options_text(reg, name: str) -> str:
     """Every plugin called NAME (or ``train``: the training keys, ``task``: a task entry's keys), its distribution,
     and its typed options: type, default, allowed values, description; a model's per task kind it serves."""
     from nlpkit.errors import NlpkitError, did_you_mean
-    from nlpkit.options_help import TASK_ENTRY_HELP, text
+    from nlpkit.options_help import text
     from nlpkit.recipe import TaskEntry, TrainOptions
 
     if name == "train":
         return "\n".join(["Training keys, under train: in a recipe or in any model entry (which overrides them):",
                           *text(TrainOptions)])
     if name == "task":
-        return "\n".join(["Keys of a task entry (task: or each item of tasks:):", *text(TaskEntry, TASK_ENTRY_HELP)])
+        return "\n".join(["Keys of a task entry (task: or each item of tasks:):", *text(TaskEntry)])
     found = [(kind, getattr(reg, kind)[name]) for kind in ("models", "tasks", "datasets") if name in getattr(reg, kind)]
     if not found:
         names = {n for kind in ("models", "tasks", "datasets") for n in getattr(reg, kind)} | {"train", "task"}

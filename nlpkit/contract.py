@@ -91,13 +91,22 @@ class Model(nn.Module):
         module, _, name = target.partition(":")
         return getattr(importlib.import_module(module), name)
 
+    # The options a recipe may set per task kind (each a narrower class than ``Options``); kinds not named use
+    # ``Options``. A subclass that declares its own ``Options`` but no table of its own drops the inherited table.
+    kind_options: ClassVar[dict[str, type[Options]]] = {}
+
     @classmethod
     def options_for(cls, kind: str) -> type[Options]:
         """The options a recipe may set for this model on a task of ``kind``: the recipe is checked against this
         class when it is loaded, so a key that does not apply to the kind (e.g. a decoder's ``beam_size`` for
         classification) is an error, not silently ignored; ``nlpkit plugins --options`` lists it per kind.
         ``create``/``load`` still receive ``cls.Options``, which must accept every kind's options.
-        Default: ``cls.Options`` for every kind."""
+        Whichever the class declared last, ``kind_options`` or ``Options``, decides."""
+        for klass in cls.__mro__:
+            if "kind_options" in vars(klass):
+                return vars(klass)["kind_options"].get(kind, cls.Options)
+            if "Options" in vars(klass):
+                return cls.Options
         return cls.Options
 
     def __init__(self, spec: TaskSpec, options: Options):

@@ -19,16 +19,6 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-# Recipe keys of a task entry (``task:`` / ``tasks:``), for ``--options task``: described here because the
-# schema class holds no plugin-independent help of its own; a field description, if present, wins.
-TASK_ENTRY_HELP = {
-    "name": "The task plugin, e.g. classification, ner, translation (`nlpkit plugins` lists them).",
-    "dataset": "The dataset plugin; its records must have the task's kind.",
-    "data_dir": "Folder holding the dataset's files; default: $NLPKIT_DATA/<dataset> when that exists.",
-    "dataset_options": "The dataset plugin's options (`nlpkit plugins --options DATASET`).",
-    "options": "The task plugin's options (`nlpkit plugins --options TASK`).",
-}
-
 
 @dataclass
 class Row:
@@ -78,52 +68,51 @@ def _bounds(info: FieldInfo) -> str:
     return ""
 
 
-def rows(schema: type[BaseModel], fallback: dict[str, str] | None = None) -> list[Row]:
+def rows(schema: type[BaseModel]) -> list[Row]:
     """One row per field of ``schema``, in declaration order."""
     out = []
     for name, info in schema.model_fields.items():
         type_name, values = _type_name(info.annotation)
         allowed = ", ".join(str(v) for v in values if v is not None) or _bounds(info)
         default = "(required)" if info.is_required() else repr(info.get_default(call_default_factory=True))
-        description = info.description or (fallback or {}).get(name, "")
-        out.append(Row(name, type_name, default, allowed, description))
+        out.append(Row(name, type_name, default, allowed, info.description or ""))
     return out
 
 
-def text(schema: type[BaseModel], fallback: dict[str, str] | None = None, indent: str = "  ") -> list[str]:
+def text(schema: type[BaseModel], indent: str = "  ") -> list[str]:
     """Aligned help lines: name, type, default, [allowed values], description."""
     lines = []
-    for r in rows(schema, fallback):
+    for r in rows(schema):
         parts = [f"{r.name:<20}", f"{r.type:<14}", f"{r.default:<12}", f"[{r.allowed}]" if r.allowed else "",
                  r.description]
         lines.append(indent + " ".join(p for p in parts if p).rstrip())
     return lines or [f"{indent}(no options)"]
 
 
-def markdown(schema: type[BaseModel], fallback: dict[str, str] | None = None) -> str:
+def markdown(schema: type[BaseModel]) -> str:
     """A Markdown table of the options (the generated part of docs/plugins.md)."""
     def cell(value: str) -> str:
         return value.replace("|", "\\|")
 
     lines = ["| key | type | default | allowed | what it does |", "| --- | --- | --- | --- | --- |"]
-    for r in rows(schema, fallback):
+    for r in rows(schema):
         lines.append(f"| `{r.name}` | {cell(r.type)} | `{r.default}` | {cell(r.allowed)} | {cell(r.description)} |")
     return "\n".join(lines)
 
 
-def schema_named(name: str) -> tuple[type[BaseModel], dict[str, str] | None]:
+def schema_named(name: str) -> type[BaseModel]:
     """The schema behind a generated table's NAME: ``train``, ``task``, or ``MODEL.KIND`` (a built-in or
     installed model's options for one task kind)."""
     from nlpkit.recipe import TaskEntry, TrainOptions
 
     if name == "train":
-        return TrainOptions, None
+        return TrainOptions
     if name == "task":
-        return TaskEntry, TASK_ENTRY_HELP
+        return TaskEntry
     from nlpkit.plugins import registry
 
     model, _, kind = name.partition(".")
-    return registry().model(model).options_for(kind), None
+    return registry().model(model).options_for(kind)
 
 
 TABLE = re.compile(r"(<!-- options: (\S+) -->\n)(.*?)(\n<!-- /options -->)", re.S)
@@ -131,7 +120,7 @@ TABLE = re.compile(r"(<!-- options: (\S+) -->\n)(.*?)(\n<!-- /options -->)", re.
 
 def refresh(document: str) -> str:
     """The document with every generated options table rewritten from the schema."""
-    return TABLE.sub(lambda m: m.group(1) + markdown(*schema_named(m.group(2))) + m.group(4), document)
+    return TABLE.sub(lambda m: m.group(1) + markdown(schema_named(m.group(2))) + m.group(4), document)
 
 
 if __name__ == "__main__":

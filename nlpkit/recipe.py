@@ -122,12 +122,15 @@ class TrainOptions(Options):
 
 class TaskEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: PlainName = Field(description="The task plugin (e.g. classification, ner, translation).")
-    dataset: PlainName = Field(description="The dataset plugin (e.g. ag_news, conll2003, multi30k).")
+    name: PlainName = Field(description="The task plugin, e.g. classification, ner, translation (`nlpkit plugins` "
+                            "lists them).")
+    dataset: PlainName = Field(description="The dataset plugin, e.g. ag_news, conll2003, multi30k; its records must "
+                               "have the task's kind.")
     data_dir: str | None = Field(None, min_length=1, description="Folder holding the dataset's files; default: "
-                                 "$NLPKIT_DATA/<dataset>.")
-    dataset_options: dict[str, Any] = Field({}, description="The dataset plugin's own options.")
-    options: dict[str, Any] = Field({}, description="The task plugin's own options.")
+                                 "$NLPKIT_DATA/<dataset> when that exists.")
+    dataset_options: dict[str, Any] = Field({}, description="The dataset plugin's options (`nlpkit plugins "
+                                            "--options DATASET`).")
+    options: dict[str, Any] = Field({}, description="The task plugin's options (`nlpkit plugins --options TASK`).")
 
 
 class RecipeSchema(BaseModel):

@@ -140,3 +140,23 @@ def test_run_sets_and_restores_threads(monkeypatch):
         with pytest.raises(Stop):
             engine.execute(spec, cache={})
     assert seen == [1, before]
+
+
+def test_a_subclass_with_its_own_options_is_checked_against_them():
+    """A plugin subclassing a built-in model with a wider Options class must not be checked against the
+    parent's per-kind tables (its own keys would be rejected); one that declares a table of its own gets it."""
+    from nlpkit_plugins.models.lstm import LSTMModel
+    from nlpkit_plugins.models.recurrent import RecurrentOptions
+
+    class Wider(RecurrentOptions):
+        extra: int = 1
+
+    class Mine(LSTMModel):
+        Options = Wider
+
+    class Tabled(Mine):
+        kind_options = {"classification": RecurrentOptions}
+
+    assert Mine.options_for("classification") is Wider
+    assert "extra" not in Tabled.options_for("classification").model_fields
+    assert "beam_size" not in LSTMModel.options_for("classification").model_fields

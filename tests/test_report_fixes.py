@@ -49,16 +49,16 @@ def test_single_seed_bars_have_no_error_bars(tmp_path, captured):
 
 
 def _frame(steps_b: int) -> pd.DataFrame:
-    rows = []
+    """The frame a report builds from run dicts: two models, two seeds each, on one data set."""
+    runs = []
     for model, seconds, params, steps in (("a", 100.0, 2e6, 500), ("b", 50.0, 1e6, steps_b)):
         for seed in (1, 2):
-            rows.append({"task": "t", "dataset": "d", "model": model, "seed": seed, "train_seconds": seconds,
-                         "train_examples_per_s": 10.0 * seconds, "train_tokens_per_s": None, "peak_memory_mb": 9.0,
-                         "parameters": params, "device": "cpu (1 threads)", "precision": "fp32", "steps": steps,
-                         "epochs": steps / 100})
-    frame = pd.DataFrame(rows)
-    frame["train_tokens_per_s"] = pd.to_numeric(frame["train_tokens_per_s"])
-    return frame
+            runs.append({"task": "t", "dataset": "d", "section": "t-d", "section_title": "t — d", "model": model,
+                         "seed": seed, "train_seconds": seconds, "train_examples_per_s": 10.0 * seconds,
+                         "train_tokens_per_s": None, "peak_memory_mb": 9.0, "parameters": params,
+                         "device": "cpu (1 threads)", "precision": "fp32", "steps": steps, "epochs": steps / 100,
+                         "test": {"accuracy": 0.5}})
+    return report_tables.results_frame(runs)
 
 
 def test_cost_table_marks_no_parameter_count_and_shows_budgets():

@@ -150,10 +150,6 @@ class BertModel(Model):
     per_kind = {"tagging": "nlpkit_plugins.models.tagging:BertTagger",
                 "seq2seq": "nlpkit_plugins.models.seq2seq_bert:BertSeq2Seq"}
 
-    @classmethod
-    def options_for(cls, kind: str) -> type[Options]:
-        return cls.kind_options.get(kind, cls.Options)
-
     def __init__(self, spec: TaskSpec, options: BertOptions, encoder: nn.Module, tokenizer: Any):
         super().__init__(spec, options)
         self.encoder = encoder

@@ -129,9 +129,6 @@ class RecurrentModel(Model):
     kind_options: dict[str, type[Options]] = {"classification": LstmClassificationOptions,
                                               "tagging": LstmTaggingOptions, "seq2seq": LstmSeq2SeqOptions}
 
-    @classmethod
-    def options_for(cls, kind: str) -> type[Options]:
-        return cls.kind_options.get(kind, cls.Options)
 
     def __init__(self, spec: TaskSpec, options: RecurrentOptions, tokenizer: Tokenizer):
         super().__init__(spec, options)
