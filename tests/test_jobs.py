@@ -90,6 +90,14 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
         assert (tmp_path / ".lock").read_text().endswith(f":{os.getpid()}")
 
 
+def _read(path: Path) -> str:
+    """A /proc file's text, or "" when its process ended meanwhile (other processes come and go)."""
+    try:
+        return path.read_text(errors="ignore")
+    except OSError:
+        return ""
+
+
 def test_sigterm_reaches_the_workers_and_no_queued_run_starts(tmp_path):
     import time
 
@@ -104,15 +112,14 @@ def test_sigterm_reaches_the_workers_and_no_queued_run_starts(tmp_path):
     while sum(p.stat().st_size > 0 for p in runs.glob("*/metrics.jsonl")) < 2 and time.time() < deadline:
         time.sleep(0.2)  # until both workers are training
     workers = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
-               and f"PPid:\t{proc.pid}\n" in (p / "status").read_text(errors="ignore")
-               and b"spawn_main" in (p / "cmdline").read_bytes()]
+               and f"PPid:\t{proc.pid}\n" in _read(p / "status") and "spawn_main" in _read(p / "cmdline")]
     assert len(workers) == 2
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, output
     assert "Stopped by signal 15" in output
-    alive = [pid for pid in workers if os.path.exists(f"/proc/{pid}")
-             and "State:\tZ" not in open(f"/proc/{pid}/status").read()]
+    alive = [pid for pid in workers if _read(Path(f"/proc/{pid}/status")) and "State:\tZ" not in
+             _read(Path(f"/proc/{pid}/status"))]
     assert not alive, f"workers outlived nlpkit run: {alive}\n{output}"
     started = sorted(p.parent.name for p in runs.glob("*/metrics.jsonl"))
     assert len(started) == 2, f"only the two running runs may have started: {started}\n{output}"
