@@ -196,6 +196,21 @@ def resolve_precision(choice: str, device: torch.device, prefers_fp32_on_cpu: bo
     return "fp32"
 
 
+def sequence_multiple(device_type: str = "cpu") -> int:
+    """Pad a batch's sequence length to a multiple of this, on the current device and autocast precision.
+
+    On a CPU under bf16/fp16 autocast torch hands matmuls to oneDNN, which builds (JIT) and caches a kernel per
+    shape; its cache holds 1024. Length-bucketed batches have ~100 distinct lengths and a BERT step ~12 GEMM
+    shapes per length, so the cache thrashes: on an Intel Xeon with AMX (2 cores), linear forward + backward
+    over the MiniLM shapes with 108 lengths ran 9.8k tokens/s at 2.0 GB RSS against 55k tokens/s at 0.4 GB with
+    lengths padded to a multiple of 8 (16 shapes; ~3.5 padding tokens per example). fp32 matmuls (MKL) have no
+    per-shape cost there, so fp32 keeps exact lengths."""
+    if device_type == "cpu" and torch.is_autocast_enabled("cpu") and \
+            torch.get_autocast_dtype("cpu") in (torch.bfloat16, torch.float16):
+        return 8
+    return 1
+
+
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nlpkit.errors import NlpkitError
-from nlpkit.hardware import speed_paths
+from nlpkit.hardware import sequence_multiple, speed_paths
 
 # --------------------------------------------------------------------------- dropout
 
@@ -357,6 +357,14 @@ class FastBertEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> EncoderOutput:
         s = input_ids.shape[1]
+        extra = -s % sequence_multiple(input_ids.device.type)  # few distinct GEMM shapes where kernels are per shape
+        if extra and s + extra <= self.position.shape[0]:
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            input_ids = F.pad(input_ids, (0, extra), value=self.config.pad_token_id or 0)
+            attention_mask = F.pad(attention_mask, (0, extra), value=0)
+            out = self.forward(input_ids, attention_mask)
+            return EncoderOutput(out.last_hidden_state[:, :s], out.pooler_output)
         x = self.word(input_ids) + (self.position[:s] + self.token_type[0])
         x = fast_dropout(self.emb_ln(x), self.config.hidden_dropout_prob, self.training)
         add_mask = None

@@ -288,3 +288,40 @@ def test_fast_adamw_keeps_its_tensors_on_the_parameters_device(monkeypatch):
     optimizer.step()
     assert calls == [["meta"]]
     assert all(t.device.type == "meta" for s in optimizer.state.values() for t in s.values())
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_bf16_pads_lengths_to_a_multiple_of_8_and_answers_for_the_real_ones(tiny, monkeypatch, train):
+    """Under CPU bf16 autocast the encoder pads a length-7 batch to 8 (few oneDNN kernel shapes), masks the
+    padding, and returns states for the 7 real positions: the same as computing on 7 (bf16 tolerance), with
+    gradients for the real positions only."""
+    import nlpkit_plugins.models.fast_bert as fast_bert
+
+    from nlpkit.hardware import sequence_multiple
+
+    assert sequence_multiple("cpu") == 1  # fp32: exact lengths (MKL has no per-shape cost)
+    hf = HFBertModel.from_pretrained(tiny, attn_implementation="eager")
+    fast = FastBertEncoder.from_hf(hf, pooler=True).train(train)
+    fast.config.hidden_dropout_prob = fast.config.attention_probs_dropout_prob = 0.0
+    for layer in fast.layers:
+        layer.p_hidden = layer.p_attn = 0.0
+    b = batch(padded=True)
+    seen = []
+    forward = FastBertEncoder.forward
+
+    def spy(self, input_ids, attention_mask=None):
+        seen.append(tuple(input_ids.shape))
+        return forward(self, input_ids, attention_mask)
+
+    monkeypatch.setattr(FastBertEncoder, "forward", spy)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert sequence_multiple("cpu") == 8
+        padded = fast(b["input_ids"], b["attention_mask"])
+        monkeypatch.setattr(fast_bert, "sequence_multiple", lambda *_: 1)
+        exact = fast(b["input_ids"], b["attention_mask"])
+    assert seen == [(3, 7), (3, 8), (3, 7)]
+    assert padded.last_hidden_state.shape == exact.last_hidden_state.shape == (3, 7, 32)
+    keep = b["attention_mask"].bool()
+    torch.testing.assert_close(padded.last_hidden_state[keep].float(), exact.last_hidden_state[keep].float(),
+                               atol=0.05, rtol=0.05)
+    torch.testing.assert_close(padded.pooler_output.float(), exact.pooler_output.float(), atol=0.05, rtol=0.05)
