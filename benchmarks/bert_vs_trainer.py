@@ -11,7 +11,7 @@ Runs back to back, each in its own subprocess (so peak RSS = that process's VmHW
                           ``length`` column), fp32, default fused AdamW, eager attention.
   2. ``trainer_bf16``  - same with bf16=True, only when the CPU has native bf16
                           (avx512_bf16 / amx_bf16 in /proc/cpuinfo).
-  3. ``nlpkit``        - nlpkit's own engine (``nlpkit.engine.execute`` on a recipe: ``bert`` with
+  3. ``nlpkit``        - nlpkit's own engine (``nlpkit.run.engine.execute`` on a recipe: ``bert`` with
                           ``pooling: pooler``, i.e. the same BertForSequenceClassification; its fast
                           encoder is on by default, ``--nlpkit-slow`` sets ``fast: false``).
   4. ``fast``          - ``benchmarks/fast_bert_loop.py``, only with ``--with-fast-loop`` (a standalone
@@ -175,8 +175,8 @@ def nlpkit_worker(a):
     import torch
     import yaml
 
-    from nlpkit.engine import execute
-    from nlpkit.recipe import parse_recipe
+    from nlpkit.config.recipe import parse_recipe
+    from nlpkit.run.engine import execute
 
     if a.threads:
         torch.set_num_threads(a.threads)

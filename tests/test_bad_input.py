@@ -16,14 +16,19 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from nlpkit import Model, TaskSpec, runs
-from nlpkit import checkpoint as ckpt
+from nlpkit import Model, TaskSpec
 from nlpkit.cli import main
+from nlpkit.config.recipe import load_recipe, parse_recipe
+from nlpkit.config.yaml_lines import MAX_VALUES
 from nlpkit.errors import NlpkitError
-from nlpkit.recipe import MAX_VALUES, TrainOptions, load_recipe, parse_recipe
-from nlpkit.report_runs import load_runs
-from nlpkit.runs import DiskError, MetricsLog, is_finished, run_lock, run_status, write_json, write_yaml
-from nlpkit.training import start_model
+from nlpkit.files import DiskError, write_json, write_yaml
+from nlpkit.report.runs import load_runs
+from nlpkit.run import folders as runs
+from nlpkit.run.folders import is_finished, run_lock, run_status
+from nlpkit.train import checkpoint as ckpt
+from nlpkit.train.log import MetricsLog
+from nlpkit.train.loop import start_model
+from nlpkit.train.options import TrainOptions
 
 GOOD = """\
 name: demo

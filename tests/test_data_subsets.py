@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from nlpkit.data import subset
-from nlpkit.diagnostics import never_predicted, run_warnings, still_improving
-from nlpkit.engine import execute
-from nlpkit.recipe import parse_recipe
+from nlpkit.config.recipe import parse_recipe
+from nlpkit.data.loading import subset
+from nlpkit.run.diagnostics import never_predicted, run_warnings, still_improving
+from nlpkit.run.engine import execute
 
 # ---------------------------------------------------------------- subsets
 

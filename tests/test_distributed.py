@@ -15,10 +15,11 @@ import torch
 from click.testing import CliRunner
 from training_utils import PYTHON, env, run_folder, share_initial_model, write_recipe
 
-from nlpkit import engine, training
-from nlpkit.batching import shard
 from nlpkit.cli import main
-from nlpkit.training import train
+from nlpkit.run import engine
+from nlpkit.train import loop as training
+from nlpkit.train.batching import shard
+from nlpkit.train.loop import train
 
 RECIPE = """\
 name: tiny
@@ -36,7 +37,8 @@ seeds: [1]
 DRIVER = """
 import json, os, sys
 import torch
-from nlpkit import engine, training
+from nlpkit.run import engine
+from nlpkit.train import loop as training
 from nlpkit_plugins.models.recurrent import RecurrentModel
 
 out, runs = sys.argv[1], os.path.realpath(sys.argv[2])

@@ -10,11 +10,11 @@ import torch
 from click.testing import CliRunner
 
 from nlpkit.cli import main
-from nlpkit.engine import load_splits
-from nlpkit.hardware import cpu_name, device_description
+from nlpkit.config.recipe import TaskEntry
 from nlpkit.plugins import registry
-from nlpkit.predict import load_run, predict_examples
-from nlpkit.recipe import TaskEntry
+from nlpkit.run.engine import load_splits
+from nlpkit.run.predict import load_run, predict_examples
+from nlpkit.train.hardware import cpu_name, device_description
 
 RECIPE = """\
 name: tiny

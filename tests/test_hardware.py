@@ -3,10 +3,10 @@ import platform
 import pytest
 import torch
 
-from nlpkit import hardware
+from nlpkit.config.recipe import load_recipe
 from nlpkit.errors import NlpkitError
-from nlpkit.hardware import keep_freed_memory, resolve_device, speed_paths, use_device, worker_gpu
-from nlpkit.recipe import load_recipe
+from nlpkit.train import hardware
+from nlpkit.train.hardware import keep_freed_memory, resolve_device, speed_paths, use_device, worker_gpu
 
 glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 
@@ -112,7 +112,7 @@ def test_jobs_workers_without_cuda_visible_devices_take_the_gpus_torch_sees(monk
 
 
 def test_a_runs_child_gets_its_gpu_from_the_inherited_list(monkeypatch):
-    from nlpkit import jobs
+    from nlpkit.run import pool as jobs
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,7")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -129,7 +129,7 @@ def test_cuda_peak_memory_is_reset_at_a_runs_start(monkeypatch):
 
 
 def test_predict_runs_on_the_runs_device_when_it_is_here(tmp_path, monkeypatch):
-    from nlpkit.predict import run_device
+    from nlpkit.run.predict import run_device
 
     (tmp_path / "results.json").write_text('{"device_type": "cuda"}')
     fake_gpus(monkeypatch, 0)

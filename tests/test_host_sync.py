@@ -18,12 +18,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from nlpkit import training
-from nlpkit.hardware import speed_paths
 from nlpkit.plugins import registry
-from nlpkit.recipe import TrainOptions
-from nlpkit.runs import MetricsLog
 from nlpkit.testing import build
+from nlpkit.train import loop as training
+from nlpkit.train.hardware import speed_paths
+from nlpkit.train.log import MetricsLog
+from nlpkit.train.options import TrainOptions
 
 # Not counted: pytorch-crf validates its mask with `assert mask[0].all()` in every forward (3 syncs per step of the
 # CRF tagger that nlpkit cannot remove without replacing the library: known, left as it is), and torch's RNN modules

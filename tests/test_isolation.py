@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from nlpkit.cli import main
-from nlpkit.runs import run_status
+from nlpkit.run.folders import run_status
 from nlpkit.testing import install_package, plugins_on_path
 
 CRASHY = '''\
@@ -192,7 +192,7 @@ def test_a_run_folders_recipe_yaml_re_makes_that_run(mixed, tmp_path):
 
 
 def test_data_provenance_hashes_the_files_options_name_once_per_version(tmp_path, monkeypatch):
-    from nlpkit import provenance
+    from nlpkit.run import provenance
 
     train = tmp_path / "train.csv"
     train.write_text("text,label\na b,x\n")
@@ -214,7 +214,7 @@ def test_data_provenance_hashes_the_files_options_name_once_per_version(tmp_path
 def test_peak_memory_starts_from_the_runs_own_high_water_mark():
     import torch
 
-    from nlpkit.hardware import PeakMemory, peak_rss_mb
+    from nlpkit.train.hardware import PeakMemory, peak_rss_mb
 
     big = torch.ones(300 * 2**20 // 4)  # 300 MB touched before "the run": a previous run's peak
     del big

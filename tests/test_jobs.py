@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from nlpkit.cli import main
-from nlpkit.jobs import cpu_cores
-from nlpkit.runs import RunLocked, run_lock
+from nlpkit.run.folders import RunLocked, run_lock
+from nlpkit.run.pool import cpu_cores
 
 RECIPE = """\
 name: matrix
@@ -68,7 +68,7 @@ def test_a_second_holder_is_refused_with_the_owner_named(tmp_path):
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from nlpkit.runs import run_lock
+    from nlpkit.run.folders import run_lock
     with run_lock(sys.argv[1]):
         print("held", flush=True)
         time.sleep(600)

@@ -15,7 +15,7 @@ from nlpkit_plugins.datasets.conll_files import ConllFiles, read_conll
 from nlpkit_plugins.datasets.parallel_files import ParallelFiles, read_line_aligned
 from nlpkit_plugins.datasets.text_files import TextFiles
 
-from nlpkit.data import carve, open_text
+from nlpkit.data.loading import carve, open_text
 from nlpkit.errors import NlpkitError
 
 ITEMS = [(f"sentence number {i} about {'abc'[i % 3]}", "xyz"[i % 3]) for i in range(40)]

@@ -7,9 +7,10 @@ import torch
 from click.testing import CliRunner
 
 from nlpkit.cli import main
+from nlpkit.config.recipe import RunSpec, TaskEntry, load_recipe
 from nlpkit.errors import NlpkitError
 from nlpkit.plugins import registry
-from nlpkit.recipe import RunSpec, TaskEntry, TrainOptions, load_recipe
+from nlpkit.train.options import TrainOptions
 
 
 def write(tmp_path, text, name="recipe.yaml"):
@@ -121,7 +122,7 @@ def test_dry_run_shows_every_resolved_value(tmp_path):
 
 def test_run_sets_and_restores_threads(monkeypatch):
     """train.threads is applied at the start of a run; a run without it gets the process's count back."""
-    from nlpkit import engine
+    from nlpkit.run import engine
 
     before = torch.get_num_threads()
     seen = []

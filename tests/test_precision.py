@@ -9,11 +9,11 @@ import textwrap
 import pytest
 import torch
 
-from nlpkit.engine import execute, load_splits
-from nlpkit.hardware import device_description, resolve_precision
+from nlpkit.config.recipe import parse_recipe
 from nlpkit.plugins import registry
-from nlpkit.predict import load_run, predict_examples
-from nlpkit.recipe import parse_recipe
+from nlpkit.run.engine import execute, load_splits
+from nlpkit.run.predict import load_run, predict_examples
+from nlpkit.train.hardware import device_description, resolve_precision
 
 RECIPE = """\
 name: precision
@@ -66,7 +66,7 @@ def test_a_run_with_auto_precision_trains_on_either_cpu_kind(cpu_kind, tmp_path)
 def test_forced_bf16_trains_and_saves(tmp_path, tiny_bert, model, monkeypatch):
     """bf16 autocast on CPU (the loop's; for bert also the fast encoder under it): the loss falls, and the saved
     model reloads and predicts what the run wrote for the test split."""
-    from nlpkit import engine
+    from nlpkit.run import engine
 
     made = []
     make = engine.make_accelerator

@@ -5,9 +5,9 @@ import textwrap
 import pytest
 
 from nlpkit import Model
+from nlpkit.config.recipe import load_recipe, parse_recipe
 from nlpkit.errors import NlpkitError
 from nlpkit.plugins import Registry, registry
-from nlpkit.recipe import load_recipe, parse_recipe
 
 GOOD = """\
 name: demo

@@ -1,4 +1,4 @@
-"""Tests for nlpkit.report: synthetic run folders with known numbers, checked through tables, files and verdicts."""
+"""Tests for nlpkit.report.write: synthetic run folders with known numbers, checked through tables, files and verdicts."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from nlpkit import report, report_stats, report_tables
 from nlpkit.errors import NlpkitError
+from nlpkit.report import stats as report_stats
+from nlpkit.report import tables as report_tables
+from nlpkit.report import write as report
 
 LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 
@@ -302,7 +304,7 @@ def test_html_renders_in_headless_chromium(tmp_path: Path) -> None:
 
 
 def test_length_buckets_merge_a_sparse_top_bucket():
-    from nlpkit.report_figures import MIN_BUCKET, length_bucket, length_edges
+    from nlpkit.report.figures import MIN_BUCKET, length_bucket, length_edges
 
     lengths = [5] * 400 + [12] * 400 + [18] * 100 + [25] * (MIN_BUCKET - 2) + [35] * 2  # Multi30k-like
     edges = length_edges(lengths)

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from nlpkit import report_figures, report_tables
-from nlpkit.report_render import plugin_figure, render_markdown
+from nlpkit.report import figures as report_figures
+from nlpkit.report import tables as report_tables
+from nlpkit.report.render import plugin_figure, render_markdown
 
 
 @pytest.fixture
@@ -80,7 +81,7 @@ def test_train_time_is_not_ranked_across_different_budgets():
 
 
 def test_device_text_says_one_thread():
-    from nlpkit.hardware import device_description
+    from nlpkit.train.hardware import device_description
 
     before = torch.get_num_threads()
     try:

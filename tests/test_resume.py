@@ -27,9 +27,9 @@ from training_utils import (
     write_recipe,
 )
 
-from nlpkit import checkpoint as ckpt
-from nlpkit import jobs
 from nlpkit.cli import main
+from nlpkit.run import pool as jobs
+from nlpkit.train import checkpoint as ckpt
 
 RECIPE = """\
 name: tiny
@@ -164,7 +164,7 @@ def test_refuses_pickled_objects_and_ignores_a_checkpoint_without_manifest(tmp_p
     meta = json.loads(evil.with_suffix(".json").read_text())
     meta.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
     evil.with_suffix(".json").write_text(json.dumps(meta))
-    with caplog.at_level(logging.WARNING, logger="nlpkit.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="nlpkit.train.checkpoint"):
         manifest, state = ckpt.latest(tmp_path)
     assert manifest.name == "step-00000001.json"
     assert any("not a plain-data checkpoint" in r.getMessage() for r in caplog.records)

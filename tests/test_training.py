@@ -4,11 +4,12 @@
 import pytest
 import torch
 
-from nlpkit import training
-from nlpkit.engine import load_splits
+from nlpkit.config.recipe import TaskEntry
 from nlpkit.plugins import registry
-from nlpkit.recipe import TaskEntry, TrainOptions
-from nlpkit.runs import MetricsLog
+from nlpkit.run.engine import load_splits
+from nlpkit.train import loop as training
+from nlpkit.train.log import MetricsLog
+from nlpkit.train.options import TrainOptions
 
 
 @pytest.mark.parametrize("scores, best", [([0.2, 0.9, 0.4, 0.1], 1), ([0.2, 0.3, 0.5, 0.8], 3)])

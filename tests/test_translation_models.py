@@ -14,8 +14,8 @@ from nlpkit_plugins.models.seq2seq import beam_search, greedy_search
 from nlpkit_plugins.tasks.translation import Translation
 
 from nlpkit.cli import main
-from nlpkit.predict import load_run, predict_examples
-from nlpkit.text import BOS, EOS, train_reversible_tokenizer
+from nlpkit.data.tokenizers import BOS, EOS, train_reversible_tokenizer
+from nlpkit.run.predict import load_run, predict_examples
 
 TEXTS = ["Zwei junge, weiße Männer sind im Freien.", "Ein Mann mit einem orangefarbenen Hut, der etwas anstarrt.",
          "Eine Gruppe von Menschen steht vor einem Iglu.", "Ein kleines Mädchen klettert in ein Spielhaus aus Holz."]
@@ -178,8 +178,9 @@ def test_test_split_is_decoded_with_the_recipes_beam_when_no_weights_are_reloade
     weights (no load_state_dict). Validation must still decode greedily and the test split with beam_size."""
     from nlpkit_plugins.models import seq2seq
 
-    from nlpkit import engine, training
-    from nlpkit.recipe import parse_recipe
+    from nlpkit.config.recipe import parse_recipe
+    from nlpkit.run import engine
+    from nlpkit.train import loop as training
 
     rng = random.Random(0)
     for name, n in (("train", 48), ("val", 8), ("test", 8)):

@@ -12,14 +12,14 @@ from collections import Counter
 
 import pytest
 
-from nlpkit.text import SPECIALS, _bpe, train_reversible_tokenizer
+from nlpkit.data.tokenizers import SPECIALS, _bpe, train_reversible_tokenizer
 
 # Trains every kind nlpkit offers on data full of equally frequent pairs and writes each tokenizer.json.
 TRAIN_ALL = """
 import sys
 from pathlib import Path
 from nlpkit.testing import tiny_records
-from nlpkit.text import train_reversible_tokenizer, train_subword_tokenizer, train_word_vocab
+from nlpkit.data.tokenizers import train_reversible_tokenizer, train_subword_tokenizer, train_word_vocab
 
 out = Path(sys.argv[1])
 texts = [r["text"] for r in tiny_records("classification", 40)]

@@ -1,6 +1,6 @@
 """The numbers of a report: a tidy frame of runs, mean ± std over seeds, and the tables built from them.
 
-Tables are format-agnostic (:class:`Table`: cell text plus which cells are best); ``nlpkit.report_render``
+Tables are format-agnostic (:class:`Table`: cell text plus which cells are best); ``nlpkit.report.render``
 turns them into Markdown or HTML, escaping every cell, since cells hold data (labels, sample sentences).
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nlpkit.report_runs import Run, predictions, scalars, seed_key
+from nlpkit.report.runs import Run, predictions, scalars, seed_key
 
 BASE_COLUMNS = ["recipe", "task", "task_kind", "dataset", "section_title", "model", "seed", "main_metric",
                 "greater_is_better", "model_label", "settings_hash", "section"]

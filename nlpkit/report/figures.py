@@ -1,4 +1,4 @@
-"""Figures for comparison reports (used by :mod:`nlpkit.report`).
+"""Figures for comparison reports (used by :mod:`nlpkit.report.write`).
 
 Every function takes finished runs (``results.json`` contents plus ``"run_dir"``) grouped by model,
 writes one PNG and returns its path, or None when the runs hold no data for that figure, so a report
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from nlpkit.report_runs import Run, predictions, read_jsonl
+from nlpkit.report.runs import Run, predictions, read_jsonl
 
 DPI = 100
 # Source-length buckets (upper edges, whitespace tokens) for BLEU by length, as in Bahdanau et al. (2015), Fig. 2;

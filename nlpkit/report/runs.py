@@ -22,9 +22,9 @@ from typing import Any
 
 import yaml
 
+from nlpkit.config.recipe import COSMETIC, flatten, settings_hash
 from nlpkit.errors import NlpkitError
-from nlpkit.recipe import COSMETIC, flatten, settings_hash
-from nlpkit.runs import results_problem
+from nlpkit.run.folders import results_problem
 
 Run = dict[str, Any]
 

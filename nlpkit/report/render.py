@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nlpkit.report_tables import Table
+from nlpkit.report.tables import Table
 
 Block = tuple[Any, ...]
 # Only '<' before a letter, '/', '!' or '?' can open a tag or autolink: "p < 0.01" stays readable.

@@ -247,7 +247,7 @@ class PeakMemory:
     ``start()`` resets the kernel's resident high-water mark (writing "5" to /proc/self/clear_refs, Linux)
     and CUDA's peak statistics; ``mb(device)`` then reads VmHWM (or the CUDA peak). Where the reset is not
     possible the figure falls back to ru_maxrss, the process's high-water mark since it began, and ``how``
-    says so: in a run's own child process (the default, see nlpkit.jobs) that is still the run's own figure,
+    says so: in a run's own child process (the default, see nlpkit.run.pool) that is still the run's own figure,
     in a process that ran other runs before (torchrun, in-process runs) it may be theirs."""
 
     def __init__(self) -> None:

@@ -20,7 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from nlpkit.hardware import cpu_flags, cpu_name
+from nlpkit.train.hardware import cpu_flags, cpu_name
 
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # the ones that change kernels and bf16 arithmetic
 _hashes: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: a recipe hashes a file once

@@ -2,7 +2,7 @@
 description), printed by ``nlpkit plugins --options NAME`` and written as the option tables of docs/plugins.md,
 so neither can drift from what the recipe loader accepts.
 
-``python -m nlpkit.options_help docs/plugins.md`` rewrites the generated tables of a Markdown file in place (the
+``python -m nlpkit.config.options_help docs/plugins.md`` rewrites the generated tables of a Markdown file in place (the
 text between ``<!-- options: NAME -->`` and ``<!-- /options -->``); a test fails while they are stale.
 """
 
@@ -103,7 +103,8 @@ def markdown(schema: type[BaseModel]) -> str:
 def schema_named(name: str) -> type[BaseModel]:
     """The schema behind a generated table's NAME: ``train``, ``task``, or ``MODEL.KIND`` (a built-in or
     installed model's options for one task kind)."""
-    from nlpkit.recipe import TaskEntry, TrainOptions
+    from nlpkit.config.recipe import TaskEntry
+    from nlpkit.train.options import TrainOptions
 
     if name == "train":
         return TrainOptions

@@ -8,43 +8,34 @@ score the test split, and write the run folder (results.json last, so its presen
 from __future__ import annotations
 
 import json
+import logging
 import os
-import time
-import traceback
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from accelerate import PartialState
 from accelerate.utils import set_seed
-from pydantic import ValidationError
 
-from nlpkit import checkpoint, data
-from nlpkit.checkpoint import Interrupted
-from nlpkit.contract import Dataset, Model, Task
-from nlpkit.diagnostics import run_warnings
+from nlpkit.config.recipe import Recipe, RunSpec, TaskEntry
+from nlpkit.contract import Dataset, Model, RunContext, Task
+from nlpkit.data import loading as data
 from nlpkit.errors import NlpkitError
-from nlpkit.hardware import PeakMemory, device_description, resolve_device
-from nlpkit.plugins import Registry, registry
-from nlpkit.provenance import data_provenance, provenance, versions
-from nlpkit.recipe import Recipe, RunSpec, TaskEntry, TrainOptions, settings_hash
-from nlpkit.runs import (
-    MetricsLog,
-    RunLocked,
-    disk_errors,
-    is_finished,
-    run_lock,
-    run_status,
-    write_json,
-    write_jsonl,
-    write_yaml,
-)
-from nlpkit.training import evaluate, make_accelerator, predict, start_model, train
+from nlpkit.files import disk_errors, write_json, write_jsonl, write_yaml
+from nlpkit.plugins import Registry, plugin_manager, registry
+from nlpkit.run.diagnostics import run_warnings
+from nlpkit.run.folders import RunLocked, is_finished, run_lock, set_aside_changed, write_failure
+from nlpkit.run.provenance import data_provenance, provenance, versions
+from nlpkit.train import checkpoint
+from nlpkit.train.checkpoint import Interrupted
+from nlpkit.train.hardware import PeakMemory, device_description, resolve_device
+from nlpkit.train.log import MetricsLog
+from nlpkit.train.loop import evaluate, make_accelerator, predict, start_model, train
 
 SPLITS = ("train", "validation", "test")
+log = logging.getLogger("nlpkit.run.engine")
 
 
 def load_splits(entry: TaskEntry, reg: Registry) -> tuple[Task, dict[str, list[dict]]]:
@@ -62,7 +53,7 @@ def load_splits(entry: TaskEntry, reg: Registry) -> tuple[Task, dict[str, list[d
 
 
 def data_source(entry: TaskEntry, reg: Registry) -> dict[str, Any]:
-    """The provenance of a task entry's data (see :func:`nlpkit.provenance.data_provenance`)."""
+    """The provenance of a task entry's data (see :func:`nlpkit.run.provenance.data_provenance`)."""
     dataset_cls = reg.dataset(entry.dataset)
     options = dataset_cls.Options(**entry.dataset_options)
     hub_id = getattr(options, "hub_id", None)
@@ -91,12 +82,22 @@ def use_threads(threads: int | None) -> None:
     torch.set_num_threads(threads or _AMBIENT_THREADS[0])
 
 
+def run_context(spec: RunSpec, reg: Registry, main: bool) -> RunContext:
+    """What the lifecycle hooks are told about ``spec`` (the task's kind and metric come from its class)."""
+    task_cls = reg.task(spec.task.name)
+    return RunContext(settings=spec.to_dict(), folder=spec.folder, name=spec.name, task=spec.task.name,
+                      task_kind=task_cls.kind, dataset=spec.task.dataset, model=spec.label, plugin=spec.model,
+                      seed=spec.seed, main_metric=task_cls.main_metric, greater_is_better=task_cls.greater_is_better,
+                      is_main_process=main)
+
+
 def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = None,
             restart: bool = False, own_process: bool = False) -> dict[str, Any]:
     """Train and evaluate one run; write its folder; return its results. An unfinished run resumes from
     its newest checkpoint unless ``restart``. A run that raises leaves ``failure.json`` (what, where, when)
     in its folder, so any launcher can tell it failed. ``own_process``: this process exists for this run only
-    (nlpkit.jobs), which results.json says beside the peak memory."""
+    (nlpkit.run.pool), which results.json says beside the peak memory. The lifecycle hooks (nlpkit.hookspecs)
+    fire on the main process only."""
     memory = PeakMemory().start(own_process)
     reg = reg or registry()
     use_threads(spec.train.threads)
@@ -107,28 +108,32 @@ def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = Non
             return json.loads((folder / "results.json").read_text())  # another process finished it meanwhile
         if main:
             (folder / "failure.json").unlink(missing_ok=True)  # this attempt's outcome replaces the last one's
+        run = run_context(spec, reg, main)
+        hooks = plugin_manager().hook if main else None
         try:
-            return _execute(spec, reg, cache, restart, memory)
-        except Interrupted:
+            if hooks:
+                hooks.on_run_start(run=run)
+            results = _execute(spec, reg, cache, restart, memory, run, hooks)
+        except Interrupted as err:
+            if hooks:
+                hooks.on_run_end(run=run, status="interrupted", error=err)
             raise  # stopped on purpose: the checkpoint is its record, it resumes when run again
         except BaseException as err:
             if main:
                 write_failure(folder, err)
+            if hooks:
+                try:
+                    hooks.on_run_end(run=run, status="failed", error=err)
+                except Exception as hook_err:  # noqa: BLE001 - the run's own error is the one to report
+                    log.warning("on_run_end of a plugin raised %r for the failed run %s", hook_err, spec.name)
             raise
+        if hooks:
+            hooks.on_run_end(run=run, status="finished", error=None)
+        return results
 
 
-def write_failure(folder: Path, err: BaseException | str, kind: str | None = None) -> None:
-    """Record in the run folder why a run failed: ``failure.json`` (error, type, traceback tail, time)."""
-    if isinstance(err, BaseException):
-        text, kind = str(err) or type(err).__name__, type(err).__name__
-        tail = "".join(traceback.format_exception(type(err), err, err.__traceback__)[-6:])[-4000:]
-    else:
-        text, tail = err, ""
-    write_json(Path(folder) / "failure.json", {"error": text, "type": kind or "Error", "traceback": tail,
-                                                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-
-
-def _execute(spec: RunSpec, reg: Registry, cache: dict | None, restart: bool, memory: PeakMemory) -> dict[str, Any]:
+def _execute(spec: RunSpec, reg: Registry, cache: dict | None, restart: bool, memory: PeakMemory,
+             run: RunContext, hooks: Any) -> dict[str, Any]:
     model_cls: type[Model] = reg.model(spec.model)
     main = int(os.environ.get("RANK", "0")) == 0
     folder = spec.folder
@@ -160,7 +165,7 @@ def _execute(spec: RunSpec, reg: Registry, cache: dict | None, restart: bool, me
                (("train", train_ex), ("validation", val_ex), ("test", test_ex))}
     log = MetricsLog(folder / "metrics.jsonl", enabled=main)
     fit = train(model, task, encoded["train"], encoded["validation"], val_ex, spec.train, spec.seed, log,
-                accelerator, precision, checkpoints)
+                accelerator, precision, checkpoints, run=run, hooks=hooks)
     predictions = predict(model, encoded["test"], spec.train, accelerator, final=True)
     test_metrics = task.metrics(test_ex, predictions)
     details = test_metrics.pop("details", None)
@@ -202,7 +207,11 @@ def _execute(spec: RunSpec, reg: Registry, cache: dict | None, restart: bool, me
         "provenance": provenance(settings_hash=settings, device=device, precision=precision,
                                  data=data_source(spec.task, reg)),
     }
+    if fit.stopped_early:
+        results["stopped_early"] = fit.stopped_early
     if main:
+        if hooks:
+            hooks.on_results(run=run, results=results)
         with disk_errors(folder / "model"):
             model.save(folder / "model")
         write_jsonl(folder / "predictions.jsonl",
@@ -213,62 +222,6 @@ def _execute(spec: RunSpec, reg: Registry, cache: dict | None, restart: bool, me
     return results
 
 
-def saved_settings_hash(folder: Path) -> str | None:
-    """The settings hash of the run a folder holds (from its recipe.yaml), or None when it holds none.
-    Training options are re-read through the schema first, so a training key added to nlpkit since the run
-    was made counts with its default rather than as a change."""
-    saved = Path(folder) / "recipe.yaml"
-    if not saved.exists():
-        return None
-    try:
-        resolved = yaml.safe_load(saved.read_text(encoding="utf-8"))
-        resolved.pop("settings_hash", None)
-        resolved["train"] = TrainOptions.model_validate(resolved.get("train") or {}).model_dump()
-    except (yaml.YAMLError, ValidationError, AttributeError, TypeError):
-        return "unreadable"
-    return settings_hash(resolved)
-
-
-def set_aside(folder: Path, old_hash: str) -> Path:
-    """Move a run folder to ``<folder>@<old_hash>`` beside it (``@<old_hash>-2`` ... when that is taken): the
-    run made with other settings is kept, never overwritten or deleted, and its name says which settings."""
-    folder = Path(folder)
-    with run_lock(folder):  # not while another process is working in it
-        for n in range(1, 1000):
-            target = folder.with_name(f"{folder.name}@{old_hash}" + (f"-{n}" if n > 1 else ""))
-            try:
-                target.mkdir()  # claims the name atomically; renaming a folder onto an empty one replaces it
-            except FileExistsError:
-                continue
-            os.rename(folder, target)
-            break
-        else:
-            raise NlpkitError(f"{folder}: no free name to move the run with other settings aside to")
-    (target / ".lock").unlink(missing_ok=True)
-    return target
-
-
-def set_aside_changed(runs: list[RunSpec], say: Any) -> None:
-    """A run folder holds the configuration the recipe names now: a run in it (finished, failed or
-    interrupted) made with other settings moves aside, so it is neither reused nor resumed nor overwritten;
-    a run of the recipe's settings that was set aside earlier (``<name>@<hash>``) moves back and is reused."""
-    for spec in runs:
-        now = spec.settings_hash
-        before = saved_settings_hash(spec.folder)
-        if before is not None and before != now:
-            status = run_status(spec.folder)
-            target = set_aside(spec.folder, before)
-            say(f"{spec.name}: the {status} run there was made with other settings ({before}, now {now}); "
-                f"moved it to {target}")
-        earlier = spec.folder.with_name(f"{spec.folder.name}@{now}")
-        if not spec.folder.exists() and earlier.is_dir() and saved_settings_hash(earlier) == now:
-            with run_lock(earlier):
-                os.rename(earlier, spec.folder)
-            (spec.folder / ".lock").unlink(missing_ok=True)
-            say(f"{spec.name}: the {run_status(spec.folder)} run made with these settings ({now}) is back from "
-                f"{earlier}")
-
-
 def in_process_requested() -> bool:
     """``NLPKIT_IN_PROCESS=1`` runs every run inside the ``nlpkit run`` process (debuggers, profilers,
     tests that patch nlpkit's functions); the default gives each run a fresh process."""
@@ -276,10 +229,12 @@ def in_process_requested() -> bool:
 
 
 def run_recipe(recipe: Recipe, force: bool = False, echo: Any = print, restart: bool = False,
-               jobs: int = 1) -> list[dict[str, Any]]:
+               jobs: int = 1, finish: Callable[[Recipe, Callable[[str], Any]], Any] | None = None,
+               ) -> list[dict[str, Any]]:
     """Run every run of the recipe, skipping finished ones and resuming interrupted ones (``restart``
-    starts those over); each run in a fresh process of its own, ``jobs`` of them at a time (see nlpkit.jobs).
-    Then write the summary and the comparison report over the finished runs. A failed run does not stop
+    starts those over); each run in a fresh process of its own, ``jobs`` of them at a time (see nlpkit.run.pool).
+    Then ``finish(recipe, say)`` on the main process, unless a signal stopped the recipe (the CLI writes the
+    summary and the comparison report there: this layer knows nothing of reports). A failed run does not stop
     the others; afterwards :class:`NlpkitError` names each failed run with its error."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     main = int(os.environ.get("RANK", "0")) == 0
@@ -304,18 +259,13 @@ def run_recipe(recipe: Recipe, force: bool = False, echo: Any = print, restart: 
     if world > 1 or in_process_requested():
         outcome = run_in_process(todo, len(recipe.runs), restart or force, say)
     else:
-        from nlpkit.jobs import run_isolated
+        from nlpkit.run.pool import run_isolated
 
         outcome = run_isolated(todo, len(recipe.runs), jobs, restart or force, say)
     if outcome.stopped:
         raise outcome.stopped
-    if main:
-        from nlpkit.report import summarize, write_plugin_report
-
-        folders = [s.folder for s in recipe.runs]
-        if any(is_finished(f) for f in folders):
-            say(f"Summary: {summarize(folders, recipe.reports)}")
-            say(f"Report: {write_plugin_report(folders, recipe.reports)}")
+    if main and finish is not None:
+        finish(recipe, say)
     if outcome.failed:
         lines = "\n  ".join(f"{name}: {error}" for name, error in outcome.failed)
         raise NlpkitError(f"{len(outcome.failed)} of {len(todo)} runs failed (the others finished; failure.json "

@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nlpkit import report_figures as figs
 from nlpkit.errors import NlpkitError
-from nlpkit.report_render import Block, markdown_table, plugin_figure, render_html, render_markdown
-from nlpkit.report_runs import Run, by_model, discover_runs, identify, load_runs, normalize
-from nlpkit.report_stats import ALPHA, format_p, significance
-from nlpkit.report_tables import (
+from nlpkit.files import atomic_write_text
+from nlpkit.report import figures as figs
+from nlpkit.report.render import Block, markdown_table, plugin_figure, render_html, render_markdown
+from nlpkit.report.runs import Run, by_model, discover_runs, identify, load_runs, normalize
+from nlpkit.report.stats import ALPHA, format_p, significance
+from nlpkit.report.tables import (
     COST_TABLE,
     SPEED_COLUMNS,
     Table,
@@ -39,7 +40,6 @@ from nlpkit.report_tables import (
     samples_table,
     stats_table,
 )
-from nlpkit.runs import atomic_write_text
 
 FORMATS = ("md", "html")
 TITLE = "nlpkit comparison report"
@@ -283,5 +283,5 @@ def summarize(run_dirs_or_results: Any, out_dir: str | Path) -> Path:
 
 
 def compatibility_markdown(models: Mapping[str, Sequence[str]], tasks: Mapping[str, str]) -> str:
-    """:func:`~nlpkit.report_tables.compatibility_table` as Markdown, e.g. for ``nlpkit plugins``."""
+    """:func:`~nlpkit.report.tables.compatibility_table` as Markdown, e.g. for ``nlpkit plugins``."""
     return markdown_table(compatibility_table(models, tasks))

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from nlpkit.checkpoint import Interrupted
+from nlpkit.config.recipe import RunSpec
 from nlpkit.errors import NlpkitError
-from nlpkit.hardware import worker_gpu
-from nlpkit.recipe import RunSpec
-from nlpkit.runs import RunLocked, run_lock
+from nlpkit.run.folders import RunLocked, run_lock
+from nlpkit.train.checkpoint import Interrupted
+from nlpkit.train.hardware import worker_gpu
 
 # Callables every run's child calls before its run starts (pickled by reference, so importable by name in the
 # child). Tests use it to inject faults into the child (a signal at a given step); a plugin could set up
@@ -45,7 +45,7 @@ def cpu_cores() -> int:
 
 def child_gpu(slot: int, jobs: int) -> str | None:
     """The ``CUDA_VISIBLE_DEVICES`` of the child in ``slot``: with ``jobs`` > 1 and GPUs, one GPU each (of an
-    inherited ``CUDA_VISIBLE_DEVICES`` when set, see :func:`nlpkit.hardware.worker_gpu`); else inherited as is."""
+    inherited ``CUDA_VISIBLE_DEVICES`` when set, see :func:`nlpkit.train.hardware.worker_gpu`); else inherited as is."""
     import torch
 
     return worker_gpu(slot) if jobs > 1 and torch.cuda.device_count() else None
@@ -70,7 +70,7 @@ def _child(conn: Connection, spec: RunSpec, restart: bool, threads: int | None, 
             torch.set_num_threads(threads)
         for fn in setup:
             fn()
-        from nlpkit.engine import execute
+        from nlpkit.run.engine import execute
 
         message: tuple = ("finished", execute(spec, restart=restart, own_process=True))
     except RunLocked as err:
@@ -114,10 +114,11 @@ def died(exitcode: int | None) -> str:
 def run_isolated(todo: list[tuple[int, RunSpec]], n: int, jobs: int, restart: bool,
                  echo: Callable[[str], Any]) -> Any:
     """Run ``todo`` ((position, spec) pairs), each in a spawned child, ``jobs`` at a time; returns
-    :class:`nlpkit.engine.Outcome` (finished results, failed runs, the signal that stopped the recipe)."""
+    :class:`nlpkit.run.engine.Outcome` (finished results, failed runs, the signal that stopped the recipe)."""
     import torch
 
-    from nlpkit.engine import Outcome, done_line, first_line, write_failure
+    from nlpkit.run.engine import Outcome, done_line, first_line
+    from nlpkit.run.folders import write_failure
 
     outcome = Outcome()
     if not todo:
@@ -224,7 +225,7 @@ def run_isolated(todo: list[tuple[int, RunSpec]], n: int, jobs: int, restart: bo
 
 
 def _latest_step(spec: RunSpec) -> int | None:
-    from nlpkit.checkpoint import latest_step
+    from nlpkit.train.checkpoint import latest_step
 
     return latest_step(spec.folder / "checkpoints")
 

@@ -37,13 +37,14 @@ from accelerate.utils import broadcast_object_list, gather_object, set_seed
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from nlpkit import checkpoint as ckpt
-from nlpkit.batching import length_batches, shard
-from nlpkit.contract import Model, Task
+from nlpkit.contract import Model, RunContext, Task
 from nlpkit.errors import NlpkitError
-from nlpkit.hardware import keep_freed_memory, reset_peak_memory, resolve_precision, speed_paths, use_device
-from nlpkit.recipe import TrainOptions
-from nlpkit.runs import MetricsLog, disk_errors
+from nlpkit.files import disk_errors
+from nlpkit.train import checkpoint as ckpt
+from nlpkit.train.batching import length_batches, shard
+from nlpkit.train.hardware import keep_freed_memory, reset_peak_memory, resolve_precision, speed_paths, use_device
+from nlpkit.train.log import MetricsLog
+from nlpkit.train.options import TrainOptions
 
 MIXED = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
@@ -62,6 +63,7 @@ class TrainResult:
     world_size: int = 1
     effective_batch_size: int | str = 0  # global examples per optimizer step (or "N tokens" with max_tokens)
     resumed_from: int = 0  # the checkpoint step this process started from (0: from scratch)
+    stopped_early: str | None = None  # why a plugin ended training early (RunContext.stop), if one did
 
 
 @dataclass
@@ -167,11 +169,18 @@ def train(
     accelerator: Accelerator,
     precision: str,
     checkpoints: Path | None = None,
+    *,
+    run: RunContext | None = None,
+    hooks: Any = None,
 ) -> TrainResult:
     """Train ``model`` in place; on return it holds the weights of the best validation evaluation.
 
     With ``checkpoints`` (a folder), resume from its newest intact checkpoint if there is one, write one
-    every ``checkpoint_every`` steps, and on SIGTERM/SIGINT write one and raise :class:`ckpt.Interrupted`."""
+    every ``checkpoint_every`` steps, and on SIGTERM/SIGINT write one and raise :class:`ckpt.Interrupted`.
+
+    ``hooks`` (the plugin manager's ``pm.hook``, given on the main process only) are told of every log line
+    (``on_log``), evaluation (``on_evaluate``) and checkpoint (``on_checkpoint``) with ``run``; when a hook
+    calls ``run.stop(reason)``, training ends after the current evaluation (every process agrees)."""
     paths = speed_paths(accelerator.device, accelerator.num_processes)
     if paths.keep_freed_memory:
         keep_freed_memory()
@@ -267,14 +276,19 @@ def train(
                 epoch_float = round(pos.epoch + (b + 1) / len(batches), 4)
                 if pos.step % options.log_every == 0 or pos.step == pos.total:
                     mean_loss = _sum_over_processes(float(running), world, device) / pos.running_n
-                    log(step=pos.step, epoch=epoch_float, split="train", loss=mean_loss,
-                        lr=scheduler.get_last_lr()[0], examples_per_s=result.examples / max(result.train_seconds, 1e-9))
+                    row = {"epoch": epoch_float, "split": "train", "loss": mean_loss, "lr": scheduler.get_last_lr()[0],
+                           "examples_per_s": result.examples / max(result.train_seconds, 1e-9)}
+                    log(step=pos.step, **row)
+                    if hooks and main:
+                        hooks.on_log(run=run, step=pos.step, metrics=row)
                     progress.set_postfix(loss=f"{mean_loss:.4f}")
                     pos.running, pos.running_n = 0.0, 0
                     running.zero_()
                 if pos.step % eval_every == 0 or pos.step == pos.total:
                     metrics = evaluate(raw, task, val_features, val_examples, options, accelerator)
                     log(step=pos.step, epoch=epoch_float, split="validation", **metrics)
+                    if hooks and main:
+                        hooks.on_evaluate(run=run, step=pos.step, metrics=dict(metrics))
                     value = metrics[task.main_metric]
                     if pos.best_metric is None or sign * value > sign * pos.best_metric:
                         pos.best_metric, pos.bad_evals = value, 0
@@ -286,6 +300,9 @@ def train(
                         pos.bad_evals += 1
                     if options.early_stopping and pos.bad_evals >= options.early_stopping:
                         pos.total = pos.step  # stop: no improvement for `early_stopping` evaluations
+                    reason = _stop_reason(run, world)
+                    if reason and pos.step < pos.total:
+                        pos.total, result.stopped_early = pos.step, reason  # a plugin asked (RunContext.stop)
                 signum = stop.agreed(world, device)
                 every = options.checkpoint_every
                 if checkpoints and (signum or (every and (pos.step % every == 0 or pos.step >= pos.total))):
@@ -296,6 +313,8 @@ def train(
                              "metrics_position": log.position(),
                              "loop": json.dumps({"position": asdict(pos), "result": asdict(result)})}
                     _save_checkpoint(checkpoints, pos.step, state, options.keep_checkpoints, main, world)
+                    if hooks and main:
+                        hooks.on_checkpoint(run=run, step=pos.step, folder=Path(checkpoints))
                 if signum:
                     progress.close()
                     where = f"checkpoint at step {pos.step} in {checkpoints}" if checkpoints else "no checkpoint"
@@ -311,6 +330,16 @@ def train(
     if best_state is not None:
         raw.load_state_dict(best_state)
     return result
+
+
+def _stop_reason(run: RunContext | None, world: int) -> str | None:
+    """Why a plugin asked to stop (``RunContext.stop``), the main process's word for every process: hooks run
+    there only, and every process must leave the loop at the same step."""
+    if run is None:
+        return None
+    if world == 1:
+        return run.stop_reason
+    return broadcast_object_list([run.stop_reason if run.is_main_process else None])[0]
 
 
 def _drop_gradients(model: torch.nn.Module) -> None:

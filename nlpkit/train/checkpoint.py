@@ -30,9 +30,9 @@ import numpy as np
 import torch
 
 from nlpkit.errors import NlpkitError
-from nlpkit.runs import atomic_write_bytes, atomic_write_text
+from nlpkit.files import atomic_write_bytes, atomic_write_text
 
-log = logging.getLogger("nlpkit.checkpoint")
+log = logging.getLogger("nlpkit.train.checkpoint")
 NAME = re.compile(r"step-(\d+)\.json$")
 
 

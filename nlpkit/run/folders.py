@@ -17,108 +17,27 @@
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import logging
 import os
-import re
 import socket
-import tempfile
+import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
+from nlpkit.config.recipe import RunSpec, settings_hash
 from nlpkit.errors import NlpkitError
+from nlpkit.files import disk_errors, write_json
+from nlpkit.train.options import TrainOptions
 
-log = logging.getLogger("nlpkit.runs")
-
-
-class DiskError(NlpkitError):
-    """A file nlpkit had to write could not be written (full disk, read-only or forbidden folder, ...)."""
-
-
-_WHY = {
-    errno.ENOSPC: "the disk is full: free some space",
-    errno.EDQUOT: "the disk quota is used up: free some space",
-    errno.EROFS: "the file system is read-only: choose another output folder",
-    errno.EACCES: "permission denied: make the folder writable or choose another output folder",
-    errno.EPERM: "permission denied: make the folder writable or choose another output folder",
-}
-
-
-@contextmanager
-def disk_errors(path: Path, what: str = "write") -> Iterator[None]:
-    """The one place an OSError from writing run folders, checkpoints, logs and reports becomes a clear
-    error: what could not be written, where, why, and that nothing finished was harmed (every file is
-    written to a temp file and renamed over its target, results.json last, so a finished run is whole)."""
-    try:
-        yield
-    except DiskError:
-        raise
-    except OSError as err:
-        raise disk_error(err, path, what) from err
-    except Exception as err:  # libraries that write in other languages report the OS error in their message
-        code = re.search(r"\(os error (\d+)\)", str(err))  # e.g. safetensors' "(os error 28)"
-        if code is None:
-            raise
-        raise disk_error(OSError(int(code.group(1)), os.strerror(int(code.group(1)))), path, what) from err
-
-
-def disk_error(err: OSError, path: Path, what: str = "write") -> DiskError:
-    """``err`` said as :func:`disk_errors` says it (also the CLI's last resort for an OSError). The target
-    ``path`` is named, not the temp file the OS may have named."""
-    where = path
-    why = _WHY.get(err.errno, err.strerror or str(err))
-    code = errno.errorcode.get(err.errno, "") if err.errno else ""
-    return DiskError(
-        f"Could not {what} {where}: {why}{f' ({code})' if code else ''}. Nothing finished was harmed: files are "
-        "replaced only once completely written; run the recipe again when this is fixed (an unfinished run "
-        "resumes from its last checkpoint)."
-    )
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over the target: readers see the old
-    file or the new one, never half of one."""
-    path = Path(path)
-    with disk_errors(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; run folders are for sharing
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def write_yaml(path: Path, obj: Any) -> None:
-    atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
+log = logging.getLogger("nlpkit.run.folders")
 
 
 def run_name(task: str, model: str, seed: int) -> str:
@@ -179,31 +98,6 @@ def run_status(folder: Path) -> str:
     return "not started"
 
 
-class MetricsLog:
-    """Appends one JSON line per event; each line is flushed so a crash loses at most the line being written."""
-
-    def __init__(self, path: Path, enabled: bool = True):
-        self.path = Path(path)
-        self.enabled = enabled
-
-    def __call__(self, **row: Any) -> None:
-        if not self.enabled:
-            return
-        with disk_errors(self.path):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row, ensure_ascii=False, default=float) + "\n")
-
-    def position(self) -> int:
-        """Bytes written so far: a checkpoint records it so a resumed run can drop what came after."""
-        return self.path.stat().st_size if self.enabled and self.path.exists() else 0
-
-    def truncate(self, position: int = 0) -> None:
-        """Drop everything logged after ``position`` (a resumed run logs those steps again)."""
-        if self.enabled and self.path.exists():
-            os.truncate(self.path, position)
-
-
 class RunLocked(NlpkitError):
     """Another process is working in this run folder."""
 
@@ -241,3 +135,70 @@ def run_lock(folder: Path) -> Iterator[None]:
     finally:
         lock.unlink(missing_ok=True)  # while still holding it (see the inode check above)
         os.close(fd)
+
+
+def write_failure(folder: Path, err: BaseException | str, kind: str | None = None) -> None:
+    """Record in the run folder why a run failed: ``failure.json`` (error, type, traceback tail, time)."""
+    if isinstance(err, BaseException):
+        text, kind = str(err) or type(err).__name__, type(err).__name__
+        tail = "".join(traceback.format_exception(type(err), err, err.__traceback__)[-6:])[-4000:]
+    else:
+        text, tail = err, ""
+    write_json(Path(folder) / "failure.json", {"error": text, "type": kind or "Error", "traceback": tail,
+                                                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def saved_settings_hash(folder: Path) -> str | None:
+    """The settings hash of the run a folder holds (from its recipe.yaml), or None when it holds none.
+    Training options are re-read through the schema first, so a training key added to nlpkit since the run
+    was made counts with its default rather than as a change."""
+    saved = Path(folder) / "recipe.yaml"
+    if not saved.exists():
+        return None
+    try:
+        resolved = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        resolved.pop("settings_hash", None)
+        resolved["train"] = TrainOptions.model_validate(resolved.get("train") or {}).model_dump()
+    except (yaml.YAMLError, ValidationError, AttributeError, TypeError):
+        return "unreadable"
+    return settings_hash(resolved)
+
+
+def set_aside(folder: Path, old_hash: str) -> Path:
+    """Move a run folder to ``<folder>@<old_hash>`` beside it (``@<old_hash>-2`` ... when that is taken): the
+    run made with other settings is kept, never overwritten or deleted, and its name says which settings."""
+    folder = Path(folder)
+    with run_lock(folder):  # not while another process is working in it
+        for n in range(1, 1000):
+            target = folder.with_name(f"{folder.name}@{old_hash}" + (f"-{n}" if n > 1 else ""))
+            try:
+                target.mkdir()  # claims the name atomically; renaming a folder onto an empty one replaces it
+            except FileExistsError:
+                continue
+            os.rename(folder, target)
+            break
+        else:
+            raise NlpkitError(f"{folder}: no free name to move the run with other settings aside to")
+    (target / ".lock").unlink(missing_ok=True)
+    return target
+
+
+def set_aside_changed(runs: list[RunSpec], say: Any) -> None:
+    """A run folder holds the configuration the recipe names now: a run in it (finished, failed or
+    interrupted) made with other settings moves aside, so it is neither reused nor resumed nor overwritten;
+    a run of the recipe's settings that was set aside earlier (``<name>@<hash>``) moves back and is reused."""
+    for spec in runs:
+        now = spec.settings_hash
+        before = saved_settings_hash(spec.folder)
+        if before is not None and before != now:
+            status = run_status(spec.folder)
+            target = set_aside(spec.folder, before)
+            say(f"{spec.name}: the {status} run there was made with other settings ({before}, now {now}); "
+                f"moved it to {target}")
+        earlier = spec.folder.with_name(f"{spec.folder.name}@{now}")
+        if not spec.folder.exists() and earlier.is_dir() and saved_settings_hash(earlier) == now:
+            with run_lock(earlier):
+                os.rename(earlier, spec.folder)
+            (spec.folder / ".lock").unlink(missing_ok=True)
+            say(f"{spec.name}: the {run_status(spec.folder)} run made with these settings ({now}) is back from "
+                f"{earlier}")

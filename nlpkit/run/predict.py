@@ -15,7 +15,7 @@ import torch
 from nlpkit.contract import Model, Task
 from nlpkit.errors import NlpkitError
 from nlpkit.plugins import registry
-from nlpkit.runs import results_problem
+from nlpkit.run.folders import results_problem
 
 
 def finished_runs_under(folder: Path, depth: int = 2) -> list[Path]:
@@ -61,7 +61,7 @@ def _culprit(model_dir: Path) -> Path:
 def run_device(folder: Path, choice: str | None = None) -> torch.device:
     """Where to predict: ``choice`` (``--device``; one that is not here is an error), else the device the run
     trained on when this machine has it, else the CPU."""
-    from nlpkit.hardware import device_problem, resolve_device
+    from nlpkit.train.hardware import device_problem, resolve_device
 
     if choice:
         problem = device_problem(choice)
@@ -78,7 +78,7 @@ def run_device(folder: Path, choice: str | None = None) -> torch.device:
 def load_run(folder: str | Path, device: str | None = None) -> tuple[Task, Model]:
     """The task and model of the finished run in ``folder``, ready to predict (``prepare_inference(True)``): the
     model on the run's device (or ``device``) in the layout the speed rule picks there."""
-    from nlpkit.hardware import use_device
+    from nlpkit.train.hardware import use_device
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -148,7 +148,7 @@ def read_lines(data: bytes, label: str) -> list[tuple[str, str]]:
 
 
 def predict_examples(model: Model, examples: list[dict], batch_size: int = 32) -> list[dict]:
-    from nlpkit.training import _to_device
+    from nlpkit.train.loop import _to_device
 
     device = next(model.parameters()).device
     out: list[dict] = []

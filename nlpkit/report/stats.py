@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from nlpkit.report_runs import Run, predictions, seed_key
+from nlpkit.report.runs import Run, predictions, seed_key
 
 ALPHA = 0.05
 
