@@ -72,9 +72,9 @@ def signal_at_step(step: int, sig: int) -> None:
     crash of the machine at an exact step, so it takes ``nlpkit run`` (the parent) down too; any other signal
     goes to the run's own process, as a polite stop sent to it. Installed through ``nlpkit.run.pool.CHILD_SETUP``
     (each run has a process of its own, so a patch in the test's process would not reach it)."""
-    from nlpkit.run import folders as runs
+    from nlpkit.train.log import MetricsLog
 
-    log = runs.MetricsLog.__call__
+    log = MetricsLog.__call__
 
     def log_then_signal(self, **row):
         log(self, **row)
@@ -83,7 +83,7 @@ def signal_at_step(step: int, sig: int) -> None:
                 os.kill(os.getppid(), sig)
             os.kill(os.getpid(), sig)
 
-    runs.MetricsLog.__call__ = log_then_signal
+    MetricsLog.__call__ = log_then_signal
 
 
 # A driver for a child nlpkit: makes each run's process send ``SIG`` to itself right after the train log line of
