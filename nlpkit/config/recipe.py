@@ -11,6 +11,9 @@
 
 Every error names the file, the line and the key, and the closest valid key when there is one.
 ``--set models.bert.lr=3e-5`` overrides any key and is validated the same way.
+
+This module holds the schema (the ``train:`` part is :class:`nlpkit.train.options.TrainOptions`), RunSpec and
+loading; reading the YAML with its lines is ``yaml_lines``, ``--set`` is ``overrides``, the runs are ``expand``.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 One run = load the dataset's splits, let the task turn them into examples, build the model (it fits
 its vocabulary on the training split), encode every example once, train through the shared loop,
 score the test split, and write the run folder (results.json last, so its presence means "finished").
+The lifecycle hooks (nlpkit.hookspecs) hear of it on the main process. ``run_recipe`` runs a recipe's runs
+(each in a process of its own, see nlpkit.run.pool, or in this one) and then calls back its caller (the CLI
+writes the report there).
 """
 
 from __future__ import annotations
@@ -108,9 +111,10 @@ def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = Non
             return json.loads((folder / "results.json").read_text())  # another process finished it meanwhile
         if main:
             (folder / "failure.json").unlink(missing_ok=True)  # this attempt's outcome replaces the last one's
-        run = run_context(spec, reg, main)
-        hooks = plugin_manager().hook if main else None
+        run, hooks = None, None
         try:
+            run = run_context(spec, reg, main)
+            hooks = plugin_manager().hook if main else None
             if hooks:
                 hooks.on_run_start(run=run)
             results = _execute(spec, reg, cache, restart, memory, run, hooks)
