@@ -21,13 +21,14 @@ from typing import Any
 import torch
 import yaml
 
-from nlpkit.engine import load_splits
+from nlpkit.config.recipe import TaskEntry
 from nlpkit.errors import NlpkitError
-from nlpkit.hardware import device_description
 from nlpkit.plugins import registry
-from nlpkit.predict import load_run
-from nlpkit.recipe import TaskEntry, TrainOptions
-from nlpkit.training import predict
+from nlpkit.run.engine import load_splits
+from nlpkit.run.predict import load_run
+from nlpkit.train.hardware import device_description
+from nlpkit.train.loop import predict
+from nlpkit.train.options import TrainOptions
 
 
 def decode(model: Any, task: Any, features: list[dict], examples: list[dict], options: TrainOptions,

@@ -14,7 +14,7 @@ alternates (A-B-C, C-B-A, ...) so a drift in the machine's speed hits every side
                       (avx512_bf16 / amx_bf16 in /proc/cpuinfo): there it is the Trainer's faster setting.
   ``trainer_bf16_pad8`` - the same with the collator padding lengths to a multiple of 8 (few matmul shapes:
                       oneDNN builds a kernel per shape), also only with native bf16.
-  ``nlpkit``        - nlpkit's own engine (``nlpkit.engine.execute`` on a recipe: ``bert`` with
+  ``nlpkit``        - nlpkit's own engine (``nlpkit.run.engine.execute`` on a recipe: ``bert`` with
                       ``pooling: pooler``, i.e. the same BertForSequenceClassification), precision ``auto``
                       (bf16 where the CPU has it; ``--nlpkit-precision`` overrides), fast encoder on
                       (``--nlpkit-slow`` sets ``fast: false``).
@@ -197,8 +197,8 @@ def nlpkit_worker(a):
     import torch
     import yaml
 
-    from nlpkit.engine import execute
-    from nlpkit.recipe import parse_recipe
+    from nlpkit.config.recipe import parse_recipe
+    from nlpkit.run.engine import execute
 
     if a.threads:
         torch.set_num_threads(a.threads)

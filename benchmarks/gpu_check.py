@@ -4,7 +4,7 @@ Three parts, each timed, all figures written to ``benchmarks/results/gpu_check.{
 (``gpu_check_smoke.*`` with ``--smoke``):
 
 1. **kit** - every built-in model (lstm, attention, bert) for every task kind it serves, on the device: a few steps
-   of nlpkit's own training loop (``nlpkit.training.train``, the speed rule's paths: fused AdamW, SDPA, pinned
+   of nlpkit's own training loop (``nlpkit.train.loop.train``, the speed rule's paths: fused AdamW, SDPA, pinned
    memory, prefetch), predictions through the loop's ``predict``, a save/load round trip on the device (same
    predictions, the encoder in the layout the rule wants there) and the kit's bf16 autocast check.
 2. **recipes** - each shipped recipe (``recipes/*.yaml``) through ``nlpkit run`` in its own process at small scale
@@ -47,7 +47,7 @@ def machine(device: str) -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__, "device": device,
             "cpu": platform.processor() or platform.machine()}
     try:
-        from nlpkit.hardware import cpu_name
+        from nlpkit.train.hardware import cpu_name
 
         info["cpu"] = cpu_name()
     except ImportError:
@@ -93,11 +93,12 @@ def kit_check(plugin: str, kind: str, options: dict, device: str, steps: int, fo
 
     import torch
 
-    from nlpkit import testing, training
-    from nlpkit.hardware import use_device
+    from nlpkit import testing
     from nlpkit.plugins import registry
-    from nlpkit.recipe import TrainOptions
-    from nlpkit.runs import MetricsLog
+    from nlpkit.train import loop as training
+    from nlpkit.train.hardware import use_device
+    from nlpkit.train.log import MetricsLog
+    from nlpkit.train.options import TrainOptions
 
     use_device(device)  # before create(): the model's layout follows the device
     model_cls = registry().model(plugin)
@@ -255,8 +256,8 @@ def nlpkit_worker(a: argparse.Namespace) -> dict:
     """nlpkit's engine on the same setting (precision auto: bf16 on a GPU that has it)."""
     import yaml
 
-    from nlpkit.engine import execute
-    from nlpkit.recipe import parse_recipe
+    from nlpkit.config.recipe import parse_recipe
+    from nlpkit.run.engine import execute
 
     with tempfile.TemporaryDirectory() as out:
         recipe = {

@@ -9,7 +9,7 @@ Runs back to back, each in its own subprocess (peak RSS = that process's VmHWM):
   1. ``trainer``      - ``AutoModelForTokenClassification`` + ``DataCollatorForTokenClassification`` + ``Trainer``,
                         ``train_sampling_strategy='group_by_length'`` (what makes it fastest on CPU here), fp32.
   2. ``trainer_bf16`` - the same with ``bf16=True``, only on a CPU with native bf16 (avx512_bf16 / amx_bf16).
-  3. ``nlpkit``       - ``nlpkit.engine.execute`` on a recipe (``ner`` task, ``conll2003`` dataset, ``bert`` model;
+  3. ``nlpkit``       - ``nlpkit.run.engine.execute`` on a recipe (``ner`` task, ``conll2003`` dataset, ``bert`` model;
                         precision auto: bf16 only where the CPU has it natively).
 Test entity F1 is seqeval's strict IOB2 micro F1 over whole testb for both (the Trainer's words are scored
 by the argmax at their first sub-token, nlpkit's by its IOB2-constrained decoding).
@@ -123,8 +123,8 @@ def nlpkit_worker(a):
     import torch
     import yaml
 
-    from nlpkit.engine import execute
-    from nlpkit.recipe import parse_recipe
+    from nlpkit.config.recipe import parse_recipe
+    from nlpkit.run.engine import execute
 
     if a.threads:
         torch.set_num_threads(a.threads)

@@ -31,16 +31,16 @@ SIZES = {"embedding_dim": 256, "hidden_size": 256, "decoder_hidden_size": 512, "
 
 
 def load_pairs() -> dict[str, list[dict]]:
-    from nlpkit.engine import load_splits
+    from nlpkit.config.recipe import TaskEntry
     from nlpkit.plugins import registry
-    from nlpkit.recipe import TaskEntry
+    from nlpkit.run.engine import load_splits
 
     _, splits = load_splits(TaskEntry(name="translation", dataset="multi30k"), registry())
     return splits
 
 
 def peak_rss_mb() -> float:
-    from nlpkit.hardware import peak_rss_mb as peak
+    from nlpkit.train.hardware import peak_rss_mb as peak
 
     return peak()
 
@@ -188,11 +188,11 @@ class TimeUp(Exception):
 def run_nlpkit(minutes: float) -> dict:
     from nlpkit_plugins.tasks.translation import Translation
 
-    from nlpkit.batching import length_batches
     from nlpkit.plugins import registry
-    from nlpkit.recipe import TrainOptions
-    from nlpkit.runs import MetricsLog
-    from nlpkit.training import make_accelerator, predict, train
+    from nlpkit.train.batching import length_batches
+    from nlpkit.train.log import MetricsLog
+    from nlpkit.train.loop import make_accelerator, predict, train
+    from nlpkit.train.options import TrainOptions
 
     splits = load_pairs()
     task = Translation()
@@ -251,7 +251,7 @@ def main() -> None:
                              capture_output=True, text=True, check=True).stdout
         results.append(json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]))
         print(json.dumps(results[-1]), flush=True)
-    from nlpkit.hardware import cpu_name
+    from nlpkit.train.hardware import cpu_name
 
     speedup = results[1]["target_tokens_per_s"] / max(results[0]["target_tokens_per_s"], 1e-9)
     lines = [f"CPU: {cpu_name()}; {args.minutes} min of training per side, one after the other; greedy test2016 BLEU",

@@ -21,7 +21,7 @@ class _Group(click.Group):
             click.secho(f"Error: {err}", fg="red", err=True)
             sys.exit(getattr(err, "exit_code", 2))  # a run stopped by SIGTERM exits 128 + 15
         except OSError as err:  # a file fault no narrower handler caught (e.g. a full disk under a plugin's save)
-            from nlpkit.runs import disk_error
+            from nlpkit.files import disk_error
 
             click.secho(f"Error: {disk_error(err, err.filename or '(a file)', 'write or read')}", fg="red", err=True)
             sys.exit(2)
@@ -44,21 +44,22 @@ def main() -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads per run (sets train.threads; default: torch's, or cores / --jobs). On a shared "
                    "machine fewer threads can be much faster.")
+@click.option("--no-report", is_flag=True, help="Skip the summary and the comparison report after the runs "
+              "(`nlpkit report` writes them later).")
 def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool, restart: bool, jobs: int,
-        threads: int | None) -> None:
-    """Train and evaluate every model x task x seed of RECIPE, then write the comparison summary.
+        threads: int | None, no_report: bool) -> None:
+    """Train and evaluate every model x task x seed of RECIPE, then write the comparison summary and report.
 
     Finished runs are skipped; an interrupted run resumes from its last checkpoint. Under
     `torchrun --nproc_per_node N -m nlpkit run ...` (or `accelerate launch`) every run trains with DDP."""
-    from nlpkit.recipe import load_recipe
+    from nlpkit.config.recipe import load_recipe
 
     plan = load_recipe(recipe, list(overrides) + ([f"train.threads={threads}"] if threads else []))
     for warning in plan.warnings:
         click.secho(f"Warning: {warning}", fg="yellow", err=True)
     if dry_run:
-        from nlpkit.checkpoint import latest_step
-        from nlpkit.engine import saved_settings_hash
-        from nlpkit.runs import is_finished
+        from nlpkit.run.folders import is_finished, saved_settings_hash
+        from nlpkit.train.checkpoint import latest_step
 
         click.echo(f"Recipe '{plan.name}': {len(plan.runs)} runs")
         for spec in plan.runs:
@@ -72,9 +73,21 @@ def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool, res
             click.echo(f"  {spec.folder}  [{state}]  {spec.task.dataset}  {json.dumps(opts)}")
         _echo_resolved(plan)
         return
-    from nlpkit.engine import run_recipe
+    from nlpkit.run.engine import run_recipe
 
-    run_recipe(plan, force=force, echo=click.echo, restart=restart, jobs=jobs)
+    run_recipe(plan, force=force, echo=click.echo, restart=restart, jobs=jobs,
+               finish=None if no_report else _write_reports)
+
+
+def _write_reports(plan, say) -> None:
+    """The summary and the comparison report over the recipe's finished runs (after ``nlpkit run``)."""
+    from nlpkit.report.write import summarize, write_plugin_report
+    from nlpkit.run.folders import is_finished
+
+    folders = [spec.folder for spec in plan.runs]
+    if any(is_finished(folder) for folder in folders):
+        say(f"Summary: {summarize(folders, plan.reports)}")
+        say(f"Report: {write_plugin_report(folders, plan.reports)}")
 
 
 def _echo_resolved(plan) -> None:
@@ -104,9 +117,10 @@ def _echo_resolved(plan) -> None:
 def _options_text(reg, name: str) -> str:
     """Every plugin called NAME (or ``train``: the training keys, ``task``: a task entry's keys), its distribution,
     and its typed options: type, default, allowed values, description; a model's per task kind it serves."""
+    from nlpkit.config.options_help import text
+    from nlpkit.config.recipe import TaskEntry
     from nlpkit.errors import NlpkitError, did_you_mean
-    from nlpkit.options_help import text
-    from nlpkit.recipe import TaskEntry, TrainOptions
+    from nlpkit.train.options import TrainOptions
 
     if name == "train":
         return "\n".join(["Training keys, under train: in a recipe or in any model entry (which overrides them):",
@@ -205,7 +219,7 @@ def new_plugin(name: str, kinds: str, out: str | None) -> None:
 def predict(run_dir: str, texts: tuple[str, ...], input_file: str | None, device: str | None) -> None:
     """Load the model of the finished run RUN_DIR and predict on TEXTS ('-' alone reads stdin, one input per
     line). Given a recipe's folder of runs, lists the finished runs to choose from."""
-    from nlpkit.predict import load_run, parse_inputs, predict_examples, read_lines
+    from nlpkit.run.predict import load_run, parse_inputs, predict_examples, read_lines
 
     if texts == ("-",) and not input_file:
         input_file = "-"
@@ -237,7 +251,7 @@ def predict(run_dir: str, texts: tuple[str, ...], input_file: str | None, device
 def report(run_dirs: tuple[str, ...], out: str, formats: tuple[str, ...]) -> None:
     """Compare the finished runs in RUN_DIRS (run folders or folders above them, e.g. runs/agnews):
     tables of mean ± std over seeds, figures, significance tests and sample predictions."""
-    from nlpkit.report import FORMATS, write_plugin_report
+    from nlpkit.report.write import FORMATS, write_plugin_report
 
     written = write_plugin_report(run_dirs, out, formats or FORMATS)
     click.echo(f"Report: {written}")

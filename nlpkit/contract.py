@@ -19,6 +19,8 @@ Examples, per task kind (a task kind is the shape of the data; several tasks may
 
 Predictions use the same shapes: an int label, a list of tag ids (one per token), a string.
 Gold fields may be missing in examples given to ``encode`` at prediction time.
+
+:class:`RunContext` is what the lifecycle hooks (nlpkit/hookspecs.py) are told about a run.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
+
+from nlpkit.files import atomic_write_text
 
 TASK_KINDS = ("classification", "tagging", "seq2seq")
 
@@ -236,8 +240,34 @@ class Dataset:
         return None
 
 
+@dataclass
+class RunContext:
+    """One run as the lifecycle hooks see it (see nlpkit/hookspecs.py): what it is, where it writes, and a way
+    to stop it. The same object is passed to every hook of the run, so a plugin may keep state on it in
+    ``extra``."""
+
+    settings: dict[str, Any]  # the resolved run, as its recipe.yaml holds it (task entry, model, train, seed...)
+    folder: Path  # the run folder
+    name: str  # <task>-<model entry>-seed<k>
+    task: str
+    task_kind: str  # one of TASK_KINDS
+    dataset: str
+    model: str  # the model entry's name in the recipe (usually its plugin's)
+    plugin: str  # the model plugin
+    seed: int
+    main_metric: str
+    greater_is_better: bool
+    is_main_process: bool = True
+    stop_reason: str | None = None  # set by stop()
+    extra: dict[str, Any] = field(default_factory=dict)  # for plugins' own state
+
+    def stop(self, reason: str = "stopped by a plugin") -> None:
+        """End training after the current evaluation (the best weights so far are kept and tested as usual);
+        results.json records ``stopped_early: reason``. Called again, the first reason stays."""
+        if self.stop_reason is None:
+            self.stop_reason = str(reason) or "stopped by a plugin"
+
+
 def save_json(path: Path, obj: Any) -> None:
     """Write JSON atomically (temp file + rename)."""
-    from nlpkit.runs import atomic_write_text
-
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False))

@@ -9,14 +9,21 @@ hooks below with ``@nlpkit.hookimpl`` and calls ``register`` once per class it a
 
 The classes themselves subclass :class:`nlpkit.Model`, :class:`nlpkit.Task` or
 :class:`nlpkit.Dataset` (see ``nlpkit/contract.py`` for what each must provide).
+
+Lifecycle hooks (``on_run_start``, ``on_log``, ``on_evaluate``, ``on_checkpoint``, ``on_results``,
+``on_run_end``) let a plugin follow every run (tracking), stop it early (sweeps) or launch around it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+if TYPE_CHECKING:  # for the annotations only: the contract is a sibling, not a layer below
+    from nlpkit.contract import RunContext
 
 hookspec = pluggy.HookspecMarker("nlpkit")
 hookimpl = pluggy.HookimplMarker("nlpkit")
@@ -50,3 +57,40 @@ def report_sections(task: str, runs: list[dict[str, Any]], out_dir: str) -> list
 
     Return a list of ``{"title": str, "markdown": str, "figures": [png paths]}`` (or None).
     """
+
+
+# --- lifecycle hooks: what tracking, sweeps and launchers build on ------------------------------------------------
+# Called on the main process only (under DDP, torchrun or --jobs each run's hooks fire once), with ``run`` a
+# nlpkit.contract.RunContext. A hook that raises fails the run, as any error of the run would.
+
+
+@hookspec
+def on_run_start(run: RunContext) -> None:
+    """A run begins: its data is about to be loaded (a resumed run starts here too)."""
+
+
+@hookspec
+def on_log(run: RunContext, step: int, metrics: dict[str, Any]) -> None:
+    """The training loop logged ``metrics`` (loss, lr, epoch, examples_per_s) at optimizer step ``step``."""
+
+
+@hookspec
+def on_evaluate(run: RunContext, step: int, metrics: dict[str, Any]) -> None:
+    """The validation split was evaluated at ``step`` (scalar metrics, the task's main metric among them).
+    ``run.stop(reason)`` here ends training after this evaluation."""
+
+
+@hookspec
+def on_checkpoint(run: RunContext, step: int, folder: Path) -> None:
+    """A resumable checkpoint of ``step`` was written to ``folder`` (the run's checkpoints folder)."""
+
+
+@hookspec
+def on_results(run: RunContext, results: dict[str, Any]) -> None:
+    """The run's results, before results.json is written: a hook may add keys (change the others at your peril)."""
+
+
+@hookspec
+def on_run_end(run: RunContext, status: str, error: BaseException | None) -> None:
+    """The run ended: ``status`` is "finished", "failed" (``error`` says why) or "interrupted" (a signal: it
+    wrote a checkpoint and resumes when run again)."""

@@ -28,9 +28,9 @@ def _fresh_accelerate_state():
 
 @pytest.fixture(params=["cpu without native bf16", "cpu with native bf16"])
 def cpu_kind(request, monkeypatch):
-    """Both CPU kinds these machines have, whatever this one is: ``nlpkit.hardware.cpu_has_native_bf16`` says
+    """Both CPU kinds these machines have, whatever this one is: ``nlpkit.train.hardware.cpu_has_native_bf16`` says
     what the test asks for (precision auto picks bf16 on the second kind). Yields whether bf16 is native."""
-    from nlpkit import hardware
+    from nlpkit.train import hardware
 
     native = request.param == "cpu with native bf16"
     monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: native)

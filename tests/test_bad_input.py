@@ -16,14 +16,19 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from nlpkit import Model, TaskSpec, runs
-from nlpkit import checkpoint as ckpt
+from nlpkit import Model, TaskSpec
 from nlpkit.cli import main
+from nlpkit.config.recipe import load_recipe, parse_recipe
+from nlpkit.config.yaml_lines import MAX_VALUES
 from nlpkit.errors import NlpkitError
-from nlpkit.recipe import MAX_VALUES, TrainOptions, load_recipe, parse_recipe
-from nlpkit.report_runs import load_runs
-from nlpkit.runs import DiskError, MetricsLog, is_finished, run_lock, run_status, write_json, write_yaml
-from nlpkit.training import start_model
+from nlpkit.files import DiskError, write_json, write_yaml
+from nlpkit.report.runs import load_runs
+from nlpkit.run.folders import is_finished, run_lock, run_status
+from nlpkit.train import checkpoint as ckpt
+from nlpkit.train import log as metrics_log
+from nlpkit.train.log import MetricsLog
+from nlpkit.train.loop import start_model
+from nlpkit.train.options import TrainOptions
 
 GOOD = """\
 name: demo
@@ -197,7 +202,7 @@ def test_a_full_disk_says_what_where_and_that_nothing_finished_was_harmed(tmp_pa
 def test_a_read_only_folder_is_said_for_logs_locks_and_files(tmp_path, monkeypatch):
     folder = tmp_path / "run"
     folder.mkdir()
-    monkeypatch.setattr(runs, "open", _raise(errno.EACCES), raising=False)  # MetricsLog's open
+    monkeypatch.setattr(metrics_log, "open", _raise(errno.EACCES), raising=False)  # MetricsLog's open
     with pytest.raises(DiskError, match=r"Could not write .*metrics.jsonl: permission denied"):
         MetricsLog(folder / "metrics.jsonl")(step=1, loss=0.5)
     monkeypatch.setattr(os, "open", _raise(errno.EROFS))

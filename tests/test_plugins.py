@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from nlpkit.cli import main
+from nlpkit.config.recipe import load_recipe
 from nlpkit.errors import NlpkitError
 from nlpkit.plugins import load_registry, registry
-from nlpkit.recipe import load_recipe
 from nlpkit.testing import install_package, plugins_on_path
 
 # A complete third-party model: a mean-of-embeddings classifier with its own typed options.

@@ -18,10 +18,10 @@ from pathlib import Path
 from accelerate.utils import set_seed
 from safetensors.torch import load_file
 
-from nlpkit.data import subset
-from nlpkit.engine import load_splits
+from nlpkit.config.recipe import load_recipe
+from nlpkit.data.loading import subset
 from nlpkit.plugins import registry
-from nlpkit.recipe import load_recipe
+from nlpkit.run.engine import load_splits
 
 PYTHON = sys.executable
 TIMING = {"examples_per_s"}  # metrics.jsonl fields that may differ between equal runs
@@ -70,11 +70,11 @@ def env(**extra: str) -> dict[str, str]:
 def signal_at_step(step: int, sig: int) -> None:
     """In the process that runs a run: send ``sig`` right after the train log line of ``step``. SIGKILL is a
     crash of the machine at an exact step, so it takes ``nlpkit run`` (the parent) down too; any other signal
-    goes to the run's own process, as a polite stop sent to it. Installed through ``nlpkit.jobs.CHILD_SETUP``
+    goes to the run's own process, as a polite stop sent to it. Installed through ``nlpkit.run.pool.CHILD_SETUP``
     (each run has a process of its own, so a patch in the test's process would not reach it)."""
-    from nlpkit import runs
+    from nlpkit.train.log import MetricsLog
 
-    log = runs.MetricsLog.__call__
+    log = MetricsLog.__call__
 
     def log_then_signal(self, **row):
         log(self, **row)
@@ -83,7 +83,7 @@ def signal_at_step(step: int, sig: int) -> None:
                 os.kill(os.getppid(), sig)
             os.kill(os.getpid(), sig)
 
-    runs.MetricsLog.__call__ = log_then_signal
+    MetricsLog.__call__ = log_then_signal
 
 
 # A driver for a child nlpkit: makes each run's process send ``SIG`` to itself right after the train log line of
@@ -91,7 +91,7 @@ def signal_at_step(step: int, sig: int) -> None:
 SIGNAL_AT_STEP = f"""
 import functools, sys
 sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
-from nlpkit import jobs
+from nlpkit.run import pool as jobs
 from training_utils import signal_at_step
 
 jobs.CHILD_SETUP.append(functools.partial(signal_at_step, int(sys.argv[1]), int(sys.argv[2])))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import nlpkit
 from nlpkit.contract import Dataset, Options
-from nlpkit.data import find_file, hub_unavailable, no_examples, open_text
+from nlpkit.data.loading import find_file, hub_unavailable, no_examples, open_text
 from nlpkit.errors import NlpkitError
 
 CLASSES = ["World", "Sports", "Business", "Sci/Tech"]

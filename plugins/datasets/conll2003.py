@@ -12,7 +12,7 @@ from nlpkit_plugins.datasets.conll_files import read_conll, read_hub_tagging
 
 import nlpkit
 from nlpkit.contract import Dataset, Options
-from nlpkit.data import find_file
+from nlpkit.data.loading import find_file
 from nlpkit.errors import NlpkitError
 
 FILES = {"train": "eng.train", "validation": "eng.testa", "test": "eng.testb"}

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import nlpkit
-from nlpkit.data import FileDataset, SplitOptions, hub_unavailable, no_examples, open_text
+from nlpkit.data.loading import FileDataset, SplitOptions, hub_unavailable, no_examples, open_text
 from nlpkit.errors import NlpkitError
 
 

@@ -13,7 +13,7 @@ from nlpkit_plugins.datasets.parallel_files import hub_pairs, read_line_aligned
 
 import nlpkit
 from nlpkit.contract import Dataset, Options
-from nlpkit.data import find_file, hub_unavailable
+from nlpkit.data.loading import find_file, hub_unavailable
 from nlpkit.errors import NlpkitError
 
 FILES = {"train": "train", "validation": "val", "test": "test_2016_flickr"}

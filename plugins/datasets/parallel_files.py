@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 import nlpkit
-from nlpkit.data import FileDataset, SplitOptions, find_file, hub_unavailable, no_examples, read_lines
+from nlpkit.data.loading import FileDataset, SplitOptions, find_file, hub_unavailable, no_examples, read_lines
 from nlpkit.errors import NlpkitError
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 import nlpkit
-from nlpkit.data import FileDataset, SplitOptions, open_text
+from nlpkit.data.loading import FileDataset, SplitOptions, open_text
 from nlpkit.errors import NlpkitError, did_you_mean
 
 

@@ -31,7 +31,7 @@ from transformers.utils import logging as hf_logging
 import nlpkit
 from nlpkit.contract import Model, Options, Output, TaskSpec
 from nlpkit.errors import NlpkitError
-from nlpkit.hardware import speed_paths
+from nlpkit.train.hardware import speed_paths
 
 
 class BertCore(Options):

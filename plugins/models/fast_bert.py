@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nlpkit.errors import NlpkitError
-from nlpkit.hardware import sequence_multiple, speed_paths
+from nlpkit.train.hardware import sequence_multiple, speed_paths
 
 # --------------------------------------------------------------------------- dropout
 

@@ -25,7 +25,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from nlpkit.contract import Model, Options, TaskSpec
-from nlpkit.text import PAD, train_subword_tokenizer
+from nlpkit.data.tokenizers import PAD, train_subword_tokenizer
 
 SubwordTokenizer = Literal["word", "wordpiece", "bpe", "unigram"]
 

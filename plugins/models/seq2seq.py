@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nlpkit.contract import Model, Options, Output, TaskSpec
-from nlpkit.text import BOS, EOS, PAD, train_reversible_tokenizer
+from nlpkit.data.tokenizers import BOS, EOS, PAD, train_reversible_tokenizer
 
 ReversibleTokenizer = Literal["bpe", "wordpiece", "unigram"]  # what train_reversible_tokenizer can detokenize
 

@@ -50,7 +50,7 @@ class BertSeq2Seq(Seq2SeqModel):
     def create(cls, spec: TaskSpec, options: Options, train: list[dict]) -> BertSeq2Seq:
         from nlpkit_plugins.models.bert import pretrained_encoder
 
-        from nlpkit.text import train_reversible_tokenizer
+        from nlpkit.data.tokenizers import train_reversible_tokenizer
 
         tokenizer, encoder = pretrained_encoder(options, pooler=False)
         target = train_reversible_tokenizer((ex["target"] for ex in train), options.target_vocab_size,

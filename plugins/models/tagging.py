@@ -32,7 +32,7 @@ from torch import nn
 from torchcrf import CRF
 
 from nlpkit.contract import Output, TaskSpec
-from nlpkit.text import PAD, UNK, train_word_vocab
+from nlpkit.data.tokenizers import PAD, UNK, train_word_vocab
 
 IGNORE = -100  # label of positions that carry no word's tag (cross_entropy's ignore_index)
 MAX_WORD_BYTES = 24  # characters the char CNN reads per word (prefix); longer words are rare and keep their end

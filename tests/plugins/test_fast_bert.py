@@ -297,7 +297,7 @@ def test_bf16_pads_lengths_to_a_multiple_of_8_and_answers_for_the_real_ones(tiny
     gradients for the real positions only."""
     import nlpkit_plugins.models.fast_bert as fast_bert
 
-    from nlpkit.hardware import sequence_multiple
+    from nlpkit.train.hardware import sequence_multiple
 
     assert sequence_multiple("cpu") == 1  # fp32: exact lengths (MKL has no per-shape cost)
     hf = HFBertModel.from_pretrained(tiny, attn_implementation="eager")

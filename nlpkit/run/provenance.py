@@ -1,0 +1,144 @@
+"""What a run's figures were made from: code, command, machine, libraries and data, for results.json.
+
+A number in a report is only as good as the ability to say what produced it. ``provenance()`` gathers
+everything needed to re-make a run, or to explain why a re-make differs: the nlpkit version and git commit
+(with a dirty flag) when nlpkit runs from a checkout, the settings hash, the command line, the host, the CPU
+model and the flags that change speed and bf16 numerics, torch's thread count, device, precision, library
+versions, and the data (each local file's size and sha256, or the hub dataset it names).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import socket
+import subprocess
+import sys
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from nlpkit.train.hardware import cpu_flags, cpu_name
+
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # the ones that change kernels and bf16 arithmetic
+_hashes: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: a recipe hashes a file once
+
+
+def versions() -> dict[str, str]:
+    """Python and the versions of the libraries whose code computes the numbers."""
+    out = {"python": platform.python_version()}
+    for pkg in ("nlpkit", "torch", "transformers", "accelerate", "datasets", "tokenizers", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+@lru_cache
+def git_state() -> dict[str, Any] | None:
+    """{"commit", "dirty"} of the git checkout nlpkit runs from, or None (an installed wheel, or no git):
+    never an error, provenance must not stop a run."""
+    source = Path(__file__).resolve().parent.parent
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True, timeout=20,
+                                  check=True).stdout.strip()
+
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != source:
+            return None  # nlpkit sits inside some other repository (e.g. a site-packages under a project)
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, cached per (path, size, mtime) for the life of the process."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _hashes:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _hashes[key] = digest.hexdigest()
+    return _hashes[key]
+
+
+def _file_entry(path: Path, name: str) -> dict[str, Any]:
+    return {"path": name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def _named_files(options: dict[str, Any], folder: Path | None) -> list[Path]:
+    """Files a dataset's options name (``text_files``' train/test paths and the like), as the plugin would
+    open them: relative to the data folder when there is one, else to the working directory."""
+    found = []
+    for value in options.values():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and item and len(item) < 4096:
+                path = Path(os.path.expandvars(item)).expanduser()
+                for candidate in ([folder / path] if folder is not None and not path.is_absolute() else []) + [path]:
+                    if candidate.is_file():
+                        found.append(candidate)
+                        break
+    return found
+
+
+def data_provenance(dataset: str, folder: Path | None, options: dict[str, Any],
+                    hub_id: str | None = None) -> dict[str, Any]:
+    """The data a run read: a local folder's files and any files its options name (path, size, sha256), or
+    the hub dataset it names, or (none of these) data the plugin generates from its options."""
+    out: dict[str, Any] = {"dataset": dataset, "options": options}
+    files = []
+    if folder is not None:
+        folder = Path(folder)
+        out["folder"] = str(folder.resolve())
+        files += [_file_entry(p, str(p.relative_to(folder))) for p in sorted(folder.rglob("*"))
+                  if p.is_file() and not p.name.startswith(".")]
+    files += [_file_entry(p, str(p)) for p in _named_files(options, folder)
+              if folder is None or not p.resolve().is_relative_to(folder.resolve())]
+    if files:
+        out |= {"source": "local", "files": files}
+    elif hub_id:
+        out |= {"source": "hub", "hub_id": hub_id, "revision": hub_revision(hub_id)}
+    else:
+        out |= {"source": "generated by the dataset plugin from its options"}
+    return out
+
+
+def hub_revision(hub_id: str) -> str | None:
+    """The commit of the hub dataset in the local Hugging Face cache, where the cache records one."""
+    hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    home = Path(os.environ.get("HF_HUB_CACHE") or hf_home / "hub")
+    ref = home / f"datasets--{hub_id.replace('/', '--')}" / "refs" / "main"
+    try:
+        return ref.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def provenance(*, settings_hash: str, device: str, precision: str, data: dict[str, Any]) -> dict[str, Any]:
+    """Everything results.json records about how its numbers were made (see the module docstring)."""
+    import torch
+
+    flags = cpu_flags()
+    try:
+        nlpkit_version = version("nlpkit")
+    except PackageNotFoundError:
+        nlpkit_version = None
+    return {
+        "nlpkit": nlpkit_version,
+        "git": git_state(),
+        "settings_hash": settings_hash,
+        "command": list(sys.argv),
+        "host": socket.gethostname(),
+        "cpu": cpu_name(),
+        "cpu_flags": {flag: flag in flags for flag in FLAGS},
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+        "precision": precision,
+        "versions": versions(),
+        "data": data,
+    }

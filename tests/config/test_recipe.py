@@ -1,0 +1,124 @@
+"""Recipe validation: every error names the file, the line and the closest valid key."""
+
+import textwrap
+
+import pytest
+
+from nlpkit import Model
+from nlpkit.config.recipe import load_recipe, parse_recipe
+from nlpkit.errors import NlpkitError
+from nlpkit.plugins import Registry, registry
+
+GOOD = """\
+name: demo
+task:
+  name: classification
+  dataset: toy_topics
+models:
+  lstm: {epochs: 2, lr: 3.0e-3}
+  bert: {lr: 2e-5, batch_size: 8}
+train:
+  batch_size: 16
+seeds: [1, 2]
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_good_recipe_expands_to_models_x_seeds(tmp_path):
+    recipe = load_recipe(write(tmp_path, GOOD))
+    assert [r.name for r in recipe.runs] == [
+        "classification-lstm-seed1", "classification-lstm-seed2",
+        "classification-bert-seed1", "classification-bert-seed2",
+    ]
+    lstm, bert = recipe.runs[0], recipe.runs[2]
+    assert lstm.train.epochs == 2 and lstm.train.batch_size == 16 and lstm.train.lr == 3e-3
+    assert bert.train.lr == 2e-5 and bert.train.batch_size == 8  # "2e-5" (a YAML string) is coerced
+    assert recipe.runs[0].folder.as_posix() == "runs/demo/classification-lstm-seed1"
+
+
+def test_model_entry_with_its_own_seeds_and_plugin(tmp_path):
+    entries = "bert: {lr: 2e-5, seeds: [5]}\n  small: {model: lstm, hidden_size: 8}"
+    text = GOOD.replace("bert: {lr: 2e-5, batch_size: 8}", entries)
+    recipe = load_recipe(write(tmp_path, text))
+    assert [(r.label, r.model, r.seed) for r in recipe.runs] == [
+        ("lstm", "lstm", 1), ("lstm", "lstm", 2), ("bert", "bert", 5), ("small", "lstm", 1), ("small", "lstm", 2)]
+    with pytest.raises(NlpkitError, match="'models.bert.seeds' must be a list of integers"):
+        load_recipe(write(tmp_path, GOOD.replace("batch_size: 8}", "seeds: 3}")))
+
+
+def test_unknown_top_level_key_names_line_and_suggestion(tmp_path):
+    path = write(tmp_path, GOOD.replace("seeds: [1, 2]", "seeds: [1]\nsedes: [3]"))
+    with pytest.raises(NlpkitError) as err:
+        load_recipe(path)
+    msg = str(err.value)
+    assert f"{path}, line 11" in msg and "'sedes'" in msg and "Did you mean 'seeds'?" in msg
+
+
+def test_unknown_train_key(tmp_path):
+    path = write(tmp_path, GOOD.replace("batch_size: 16", "batch_sise: 16"))
+    with pytest.raises(NlpkitError, match=r"line 9: unknown key 'train.batch_sise'. Did you mean 'batch_size'"):
+        load_recipe(path)
+
+
+def test_unknown_model_option_suggests_model_or_train_key(tmp_path):
+    path = write(tmp_path, GOOD.replace("lstm: {epochs: 2, lr: 3.0e-3}", "lstm: {epochs: 2, hiden_size: 64}"))
+    with pytest.raises(NlpkitError, match=r"line 6: unknown key 'models.lstm.hiden_size' .*Did you mean 'hidden_size'"):
+        load_recipe(path)
+
+
+def test_wrong_type(tmp_path):
+    path = write(tmp_path, GOOD.replace("batch_size: 16", "batch_size: lots"))
+    with pytest.raises(NlpkitError, match=r"line 9: 'train.batch_size': Input should be a valid integer"):
+        load_recipe(path)
+
+
+def test_unknown_plugin_names_available_and_closest(tmp_path):
+    path = write(tmp_path, GOOD.replace("lstm: {", "lstn: {"))
+    with pytest.raises(NlpkitError) as err:
+        load_recipe(path)
+    msg = str(err.value)
+    assert "line 6" in msg and "Can't find 'lstn' in models" in msg and "Did you mean 'lstm'?" in msg
+    assert "bert" in msg and "attention" in msg
+
+
+def test_unknown_dataset(tmp_path):
+    with pytest.raises(NlpkitError, match=r"Can't find 'toy_topic' in datasets.*Did you mean 'toy_topics'"):
+        load_recipe(write(tmp_path, GOOD.replace("dataset: toy_topics", "dataset: toy_topic")))
+
+
+def test_overrides_are_validated_and_applied(tmp_path):
+    path = write(tmp_path, GOOD)
+    recipe = load_recipe(path, ["train.batch_size=64", "models.bert.lr=3e-5", "seeds=[7]"])
+    assert [r.seed for r in recipe.runs] == [7, 7]
+    lstm, bert = recipe.runs
+    assert lstm.train.batch_size == 64 and lstm.train.lr == 3e-3  # shared key applies; the model's own wins
+    assert bert.train.batch_size == 8 and bert.train.lr == 3e-5
+    with pytest.raises(NlpkitError, match=r"--set train.lrr=1: unknown key 'train.lrr'. Did you mean 'lr'"):
+        load_recipe(path, ["train.lrr=1"])
+    with pytest.raises(NlpkitError, match="expected key.path=value"):
+        load_recipe(path, ["train.lr"])
+
+
+def test_incompatible_pair_refused_before_training(tmp_path):
+    class OnlySeq2Seq(Model):
+        name = "s2s"
+        serves = ("seq2seq",)
+        why_not = {"classification": "it only decodes sequences"}
+
+    reg = registry()
+    fake = Registry(models={**reg.models, "s2s": OnlySeq2Seq}, tasks=reg.tasks, datasets=reg.datasets)
+    text = GOOD.replace("lstm: {epochs: 2, lr: 3.0e-3}", "s2s: {}")
+    with pytest.raises(NlpkitError, match=r"line 6: model 's2s' cannot serve task 'classification'.*only decodes"):
+        parse_recipe(text, tmp_path / "r.yaml", registry=fake)
+
+
+def test_not_yaml_and_no_models(tmp_path):
+    with pytest.raises(NlpkitError, match="not valid YAML"):
+        load_recipe(write(tmp_path, "models: [unclosed"))
+    with pytest.raises(NlpkitError, match="names no task"):
+        load_recipe(write(tmp_path, "models: {lstm: {}}"))
