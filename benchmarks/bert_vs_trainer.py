@@ -203,7 +203,7 @@ def nlpkit_worker(a):
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.exact_lengths:  # what padding lengths to a multiple of 8 under bf16 buys: switch it off
-        import nlpkit_plugins.models.fast_bert as fast_bert
+        import nlpkit_plugins.models.bert.fast_encoder as fast_bert
 
         fast_bert.sequence_multiple = lambda *_: 1
     with tempfile.TemporaryDirectory() as out:
@@ -229,7 +229,7 @@ def nlpkit_worker(a):
 # --------------------------------------------------------------------------- driver
 
 def run_child(argv, env=None):
-    """Run this script (or fast_bert_loop.py) in a fresh process; parse its RESULT line."""
+    """Run this script in a fresh process; parse its RESULT line."""
     t0 = time.time()
     p = subprocess.run([sys.executable] + argv, capture_output=True, text=True, env=env)
     res = None

@@ -79,7 +79,7 @@ def timed(name: str, fn, results: list, **extra) -> dict:
 # --------------------------------------------------------------------------- 1. the kit on the device
 
 def tiny_bert(folder: Path) -> str:
-    from nlpkit_plugins.models.bert import resolve_pretrained
+    from nlpkit_plugins.models.bert.pretrained import resolve_pretrained
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
@@ -204,11 +204,16 @@ def run_recipes(device: str, data: str | None, smoke: bool, results: list) -> No
 # --------------------------------------------------------------------------- 3. the seed experiment
 
 def load_ag_news(folder: str, split: str, limit: int | None) -> tuple[list[str], list[int]]:
-    sys.path.insert(0, str(HERE))
-    from fast_bert_loop import load_ag_news as load
+    """(texts, label ids) of ``folder/ag_news_small/{split}.csv(.gz)`` as nlpkit's ``ag_news`` dataset reads them."""
+    from nlpkit_plugins.datasets.ag_news import CLASSES, read_agnews_csv
 
-    texts, labels = load(str(Path(folder) / "ag_news_small"), split)
-    return texts[:limit], labels[:limit]
+    from nlpkit.data.loading import find_file
+
+    path = find_file(Path(folder) / "ag_news_small", f"{split}.csv")
+    if path is None:
+        raise SystemExit(f"no {split}.csv(.gz) in {Path(folder) / 'ag_news_small'}")
+    records = read_agnews_csv(path)[:limit]
+    return [r["text"] for r in records], [CLASSES.index(r["label"]) for r in records]
 
 
 def trainer_worker(a: argparse.Namespace) -> dict:
@@ -217,7 +222,7 @@ def trainer_worker(a: argparse.Namespace) -> dict:
     import numpy as np
     import torch
     from datasets import Dataset
-    from nlpkit_plugins.models.bert import resolve_pretrained
+    from nlpkit_plugins.models.bert.pretrained import resolve_pretrained
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
     cuda = a.device.startswith("cuda")

@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
+from safetensors.torch import load_model, save_model
 from torch import nn
 
 from nlpkit.files import atomic_write_text
@@ -124,13 +125,43 @@ class Model(nn.Module):
         """Build a fresh model for ``spec``, fitting any vocabulary on the training examples."""
         raise NotImplementedError
 
+    # The default persistence: ``config.json`` ({"plugin": name, "spec": ..., "options": ...}), the files
+    # ``save_files`` adds (vocabularies, tokenizers) and the weights as ``model.safetensors``. A model overrides
+    # ``save_files``/``from_files`` (and ``after_load``), or ``save``/``load`` for a format of its own.
     def save(self, folder: Path) -> None:
         """Write everything ``load`` needs: config, weights (safetensors), tokenizer files."""
-        raise NotImplementedError
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = {"plugin": self.name, "spec": self.spec.to_dict(), "options": self.options.model_dump()}
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+        self.save_files(folder)
+        save_model(self, str(folder / "model.safetensors"))
+
+    def save_files(self, folder: Path) -> None:
+        """Write what ``from_files`` reads beside the config and the weights (e.g. tokenizers). Default: nothing."""
 
     @classmethod
-    def load(cls, folder: Path) -> Model:
+    def load(cls, folder: Path, options_cls: type[Options] | None = None) -> Model:
+        """The model ``save`` wrote to ``folder``. A task kind in ``per_kind`` is loaded by its class (given this
+        class's ``Options``); else the model is built by ``from_files`` with ``options_cls`` (default ``Options``),
+        its weights are loaded (strictly: every one, with its shape) and ``after_load`` is called."""
+        folder = Path(folder)
+        config = json.loads((folder / "config.json").read_text())
+        impl = cls.kind_class(config["spec"]["kind"])
+        if impl is not None:
+            return impl.load(folder, cls.Options)
+        model = cls.from_files(folder, TaskSpec(**config["spec"]), (options_cls or cls.Options)(**config["options"]))
+        load_model(model, str(folder / "model.safetensors"))
+        model.after_load()
+        return model
+
+    @classmethod
+    def from_files(cls, folder: Path, spec: TaskSpec, options: Options) -> Model:
+        """A model to load saved weights into, built from the files ``save_files`` wrote (for the default ``load``)."""
         raise NotImplementedError
+
+    def after_load(self) -> None:
+        """Called by the default ``load`` once the weights are in (e.g. to convert to the layout wanted here)."""
 
     # --- data ---------------------------------------------------------------------------
     def encode(self, example: dict) -> dict[str, Any]:

@@ -41,7 +41,7 @@ def cpu_kind(request, monkeypatch):
 def tiny_bert(tmp_path_factory):
     """A 2-layer, 32-wide randomly initialised BERT with MiniLM's tokenizer, saved to a folder: the bert plugin
     accepts a folder as ``pretrained``, so tests run the real code path in seconds."""
-    from nlpkit_plugins.models.bert import resolve_pretrained
+    from nlpkit_plugins.models.bert.pretrained import resolve_pretrained
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     folder = tmp_path_factory.mktemp("tiny-bert")

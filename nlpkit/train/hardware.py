@@ -119,7 +119,7 @@ class SpeedPaths:
 
     device_type: str
     world: int
-    fast_encoder: bool  # plugins/models/fast_bert.FastBertEncoder for BERT checkpoints (cheap dropout, sparse rows)
+    fast_encoder: bool  # plugins/models/bert/fast_encoder.py's FastBertEncoder for BERT (cheap dropout, sparse rows)
     fast_optimizer: bool  # FastAdamW: sparse-row updates, clipping folded into the step (deferred gradients)
     cheap_dropout: bool  # fast_dropout's 16-bit masks instead of F.dropout
     keep_freed_memory: bool  # glibc malloc tuning (keep_freed_memory)

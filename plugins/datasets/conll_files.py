@@ -13,7 +13,7 @@
 
 A blank line ends a sentence and ``-DOCSTART-`` lines are skipped. Tags stay strings in any scheme
 (IOB1, IOB2/BIO, BIOES): the ``ner`` task normalises them. The split options are those of every generic
-loader (:class:`nlpkit.data.SplitOptions`). ``hub_id: <name>`` reads a Hugging Face dataset with
+loader (:class:`nlpkit.data.loading.SplitOptions`). ``hub_id: <name>`` reads a Hugging Face dataset with
 ``tokens``/``ner_tags`` columns instead of files.
 """
 

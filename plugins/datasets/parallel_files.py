@@ -17,7 +17,7 @@ empty on one side only is an error naming both files and the line: training on s
 A tab-separated file may hold more references in its third and later columns (``extra_columns: references``;
 by default they are ignored). Validation and test sets carved from train are grouped by source sentence, so
 a source never appears in two splits. The split options are those of every generic loader
-(:class:`nlpkit.data.SplitOptions`); ``validation_size`` defaults to 1000 pairs here.
+(:class:`nlpkit.data.loading.SplitOptions`); ``validation_size`` defaults to 1000 pairs here.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ CSV and TSV files start with a header row naming the columns. CSV fields may be 
 are taken as they are (a tab separates, nothing is quoted). The format is told by the file name (.csv, .tsv,
 .jsonl/.json, optionally .gz) unless ``format`` says it. A row with a missing or extra field, a JSON line that
 does not parse, or an empty text or label is an error naming the file and line. The split options are those of
-every generic loader (:class:`nlpkit.data.SplitOptions`).
+every generic loader (:class:`nlpkit.data.loading.SplitOptions`).
 """
 
 from __future__ import annotations

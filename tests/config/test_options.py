@@ -147,7 +147,7 @@ def test_a_subclass_with_its_own_options_is_checked_against_them():
     """A plugin subclassing a built-in model with a wider Options class must not be checked against the
     parent's per-kind tables (its own keys would be rejected); one that declares a table of its own gets it."""
     from nlpkit_plugins.models.lstm import LSTMModel
-    from nlpkit_plugins.models.recurrent import RecurrentOptions
+    from nlpkit_plugins.models.shared.options import RecurrentOptions
 
     class Wider(RecurrentOptions):
         extra: int = 1

@@ -20,7 +20,7 @@ import signal
 
 import nlpkit
 from nlpkit_plugins.models.lstm import LSTMModel
-from nlpkit_plugins.models.recurrent import RecurrentOptions
+from nlpkit_plugins.models.shared.options import RecurrentOptions
 
 
 class CrashyOptions(RecurrentOptions):

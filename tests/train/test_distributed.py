@@ -39,7 +39,7 @@ import json, os, sys
 import torch
 from nlpkit.run import engine
 from nlpkit.train import loop as training
-from nlpkit_plugins.models.recurrent import RecurrentModel
+from nlpkit_plugins.models.shared.recurrent import RecurrentModel
 
 out, runs = sys.argv[1], os.path.realpath(sys.argv[2])
 rank = int(os.environ.get("RANK", "0"))
@@ -206,7 +206,7 @@ def test_ddp_on_a_saved_fast_layout_bert_trains_the_same_weights_on_every_rank(t
     """The initial model is saved by one CPU process, in the fast layout (its word embedding's gradient bypasses
     autograd, so DDP would never all-reduce it and the ranks would drift apart silently). Under torchrun the
     speed rule takes the stock layout: the saved model is converted on load, and every rank ends identical."""
-    from nlpkit_plugins.models.bert import resolve_pretrained
+    from nlpkit_plugins.models.bert.pretrained import resolve_pretrained
     from safetensors import safe_open
     from transformers import AutoTokenizer, BertConfig
     from transformers import BertModel as HFBertModel

@@ -37,7 +37,7 @@ RECURRENT = {"vocab_size": 200, "embedding_dim": 16, "hidden_size": 16, "dropout
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
-    from nlpkit_plugins.models.bert import resolve_pretrained
+    from nlpkit_plugins.models.bert.pretrained import resolve_pretrained
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     folder = tmp_path_factory.mktemp("tiny-bert")

@@ -7,8 +7,10 @@ from functools import partial
 
 import pytest
 import torch
-from nlpkit_plugins.models.bert import BertModel, BertOptions, pretrained_encoder
-from nlpkit_plugins.models.fast_bert import FastAdamW, FastBertEncoder, SparseRowEmbedding, fast_dropout
+from nlpkit_plugins.models.bert import BertModel
+from nlpkit_plugins.models.bert.fast_encoder import FastAdamW, FastBertEncoder, SparseRowEmbedding, fast_dropout
+from nlpkit_plugins.models.bert.options import BertOptions
+from nlpkit_plugins.models.bert.pretrained import pretrained_encoder
 from torch.nn.utils import clip_grad_norm_, get_total_norm
 from transformers import BertConfig
 from transformers import BertModel as HFBertModel
@@ -295,7 +297,7 @@ def test_bf16_pads_lengths_to_a_multiple_of_8_and_answers_for_the_real_ones(tiny
     """Under CPU bf16 autocast the encoder pads a length-7 batch to 8 (few oneDNN kernel shapes), masks the
     padding, and returns states for the 7 real positions: the same as computing on 7 (bf16 tolerance), with
     gradients for the real positions only."""
-    import nlpkit_plugins.models.fast_bert as fast_bert
+    import nlpkit_plugins.models.bert.fast_encoder as fast_bert
 
     from nlpkit.train.hardware import sequence_multiple
 

@@ -14,8 +14,8 @@ is computed differs, each piece for a reason measured in ``benchmarks/BERT_CPU_N
   unchanged). The table is a real Parameter with a real ``.grad`` (its rows past the prefix are zero);
   :meth:`FastAdamW.clip_grad_norm_`, which the training loop prefers to the generic one, skips those rows.
 
-All of this is for one CPU process: which paths a run takes is decided in one place, ``nlpkit.hardware.speed_paths``
-(from the device type and the process count). Under DDP the word-embedding gradient would not be all-reduced (it
+All of this is for one CPU process: which paths a run takes is decided in one place,
+``nlpkit.train.hardware.speed_paths`` (from the device type and the process count). Under DDP the word-embedding gradient would not be all-reduced (it
 bypasses autograd's accumulation), and on a GPU the stock kernels are the fast ones, so there the ``bert`` plugin
 uses ``transformers`` (SDPA attention, torch's fused AdamW); a model saved in one layout is converted to the other on
 load (:func:`to_speed_layout`, both directions read one name map, :func:`hf_layout`).
@@ -404,7 +404,7 @@ def hf_layout(layers: int, pooler: bool) -> list[tuple[str, tuple[str, ...]]]:
 
 def fast_encoder_fits(config: Any) -> bool:
     """Whether a pretrained encoder is trained as :class:`FastBertEncoder`: a BERT config, where the speed rule
-    (``nlpkit.hardware.speed_paths``: one CPU process) takes the fast paths. Under DDP the sparse word embedding's
+    (``nlpkit.train.hardware.speed_paths``: one CPU process) takes the fast paths. Under DDP the sparse word embedding's
     gradient would bypass autograd's accumulation, where DDP all-reduces; on a GPU the stock kernels are faster."""
     return speed_paths().fast_encoder and FastBertEncoder.supports(config)
 

@@ -3,29 +3,28 @@
 Classification pools the encoder states h_i with weights a_i = softmax_i(v^T tanh(W h_i + b)) instead of
 keeping only the final state, so every word can count however far it is from the end; the weights are
 returned with each prediction so reports can show what the model looked at.
+
+This module is the plugin and its classifier; the other task kinds are in ``tagger.py`` (the BiLSTM tagger with
+attention per word) and ``seq2seq.py`` (Bahdanau's encoder-decoder, its decoder in ``bahdanau.py``), their options
+in ``options.py``.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from nlpkit_plugins.models.recurrent import (
+from nlpkit_plugins.models.attention.options import (
     AttentionClassificationOptions,
-    AttentionField,
+    AttentionOptions,
     AttentionSeq2SeqOptions,
     AttentionTaggingOptions,
-    BiLSTMEncoder,
-    RecurrentModel,
-    RecurrentOptions,
 )
+from nlpkit_plugins.models.shared.encoders import BiLSTMEncoder
+from nlpkit_plugins.models.shared.recurrent import RecurrentModel
 from torch import nn
 
 import nlpkit
 from nlpkit.contract import Output
-
-
-class AttentionOptions(AttentionField, RecurrentOptions):
-    """What ``create``/``load`` receive: every kind's options (see ``RecurrentOptions``)."""
 
 
 class AdditivePooling(nn.Module):
@@ -48,8 +47,8 @@ class AttentionModel(RecurrentModel):
     kind_options = {"classification": AttentionClassificationOptions, "tagging": AttentionTaggingOptions,
                     "seq2seq": AttentionSeq2SeqOptions}
     serves = ("classification", "tagging", "seq2seq")
-    per_kind = {"tagging": "nlpkit_plugins.models.tagging:AttentionTagger",
-                "seq2seq": "nlpkit_plugins.models.seq2seq:AttentionSeq2Seq"}
+    per_kind = {"tagging": "nlpkit_plugins.models.attention.tagger:AttentionTagger",
+                "seq2seq": "nlpkit_plugins.models.attention.seq2seq:AttentionSeq2Seq"}
 
     def build(self) -> None:
         self.encoder = BiLSTMEncoder(self.tokenizer.get_vocab_size(), self.options)

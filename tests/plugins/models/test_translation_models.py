@@ -1,5 +1,6 @@
-"""Seq2seq models: tokenizers, decoding, attention, the decoder's deferred weight gradients, and an end-to-end
-reverse task (through ``nlpkit run`` and ``nlpkit predict``'s loader) that attention learns in seconds."""
+"""Translation with the seq2seq models: reversible tokenizers, an end-to-end reverse task (through ``nlpkit run``
+and ``nlpkit predict``'s loader) that attention learns in seconds, and the beam width the test split is decoded with.
+Decoding is tested in shared/test_decoding.py, the Bahdanau decoder in attention/test_bahdanau.py."""
 
 import json
 import random
@@ -8,10 +9,6 @@ import textwrap
 import pytest
 import torch
 from click.testing import CliRunner
-from nlpkit_plugins.models.attention import AttentionModel
-from nlpkit_plugins.models.lstm import LSTMModel
-from nlpkit_plugins.models.seq2seq import beam_search, greedy_search
-from nlpkit_plugins.tasks.translation import Translation
 
 from nlpkit.cli import main
 from nlpkit.data.tokenizers import BOS, EOS, train_reversible_tokenizer
@@ -28,91 +25,6 @@ def test_tokenizer_round_trip(kind):
         enc = tok.encode(text)
         assert len(enc.ids) > 3 and tok.decode(enc.ids) == text
     assert tok.token_to_id("[BOS]") == BOS and tok.token_to_id("[EOS]") == EOS
-
-
-def small_model(plugin=AttentionModel, **options):
-    task = Translation()
-    pairs = [{"source": s.lower(), "target": s} for s in TEXTS]
-    task.prepare({"train": pairs})
-    defaults = dict(vocab_size=150, embedding_dim=16, hidden_size=16, dropout=0.0)
-    if plugin is AttentionModel:
-        defaults["attention_size"] = 8
-    opts = plugin.Options(**(defaults | options))
-    torch.manual_seed(0)
-    model = plugin.create(task.spec, opts, pairs)
-    return model, model.collate([model.encode(p) for p in pairs])
-
-
-@pytest.mark.parametrize("plugin", [AttentionModel, LSTMModel])
-def test_beam_of_one_is_greedy(plugin):
-    model, batch = small_model(plugin)
-    model.eval()
-    with torch.no_grad():
-        greedy, _ = model.generate(batch, beam=1)
-        state = model.encode_source(batch)
-        max_len = (batch["source_lengths"] * 1.5 + 10).long()
-        beam, _ = beam_search(model.decoder.step, state, max_len, beam=1)
-    assert beam == greedy and max(map(len, greedy)) > 0
-
-
-def test_beam_finds_the_better_sequence_greedy_misses():
-    """Toy decoder over tokens {EOS, A=4, B=5}: after BOS, A (0.6) beats B (0.4), but after A every token is
-    equally likely, while B is followed by EOS with p=1: p(B EOS) = 0.4 > p(A EOS) = 0.6 / 3 = 0.2."""
-    A, B, V = 4, 5, 6
-
-    def step(prev, state):
-        p = torch.full((prev.shape[0], V), 1e-9)
-        for i, tok in enumerate(prev.tolist()):
-            if tok == BOS:
-                p[i, A], p[i, B] = 0.6, 0.4
-            elif tok == A:
-                p[i, A] = p[i, B] = p[i, EOS] = 1 / 3
-            else:
-                p[i, EOS] = 1.0
-        return p.log(), {"h": state["h"]}, None
-
-    state, max_len = {"h": torch.zeros(2, 1)}, torch.tensor([6, 6])
-    greedy, _ = greedy_search(step, state, max_len)
-    beam, _ = beam_search(step, state, max_len, beam=3, length_penalty=0.0)
-    assert greedy[0][0] == A and beam == [[B], [B]]
-
-
-def test_attention_sums_to_one_over_real_positions():
-    model, batch = small_model()
-    model.eval()
-    with torch.no_grad():
-        out = model(**batch)
-    lengths = batch["source_lengths"]
-    weights = out.attentions  # (batch, steps, source)
-    for i, n in enumerate(lengths.tolist()):
-        assert torch.allclose(weights[i, :, :n].sum(-1), torch.ones(weights.shape[1]), atol=1e-5)
-        assert (weights[i, :, n:] == 0).all()
-    assert lengths.min() < weights.shape[-1]  # the batch really has padding
-    preds = model.predict(batch)
-    for p, n in zip(preds, lengths.tolist()):
-        assert len(p["attention"]) == len(p["target_tokens"]) and len(p["attention"][0]) == len(p["source_tokens"]) == n
-
-
-def test_deferred_decoder_weight_gradients_equal_autograd():
-    model, batch = small_model()
-    model.train()
-    grads = {}
-    for defer in (False, True):
-        model.decoder.defer = defer
-        model.zero_grad()
-        model(**batch).loss.backward()
-        grads[defer] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    assert grads[True].keys() == grads[False].keys()
-    for name, g in grads[False].items():
-        assert torch.allclose(grads[True][name], g, atol=1e-6, rtol=1e-4), name
-
-
-def test_teacher_forcing_below_one_trains():
-    model, batch = small_model(teacher_forcing=0.5)
-    model.train()
-    loss = model(**batch).loss
-    loss.backward()
-    assert torch.isfinite(loss) and model.decoder.cell.weight_hh.grad.abs().sum() > 0
 
 
 RECIPE = """\
@@ -176,7 +88,7 @@ seeds: [1]
 def test_test_split_is_decoded_with_the_recipes_beam_when_no_weights_are_reloaded(tmp_path, monkeypatch):
     """Issue #14 point 1: the run's only evaluation is its last, so it is the best and the loop keeps the live
     weights (no load_state_dict). Validation must still decode greedily and the test split with beam_size."""
-    from nlpkit_plugins.models import seq2seq
+    from nlpkit_plugins.models.shared import seq2seq
 
     from nlpkit.config.recipe import parse_recipe
     from nlpkit.run import engine

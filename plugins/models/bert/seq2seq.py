@@ -1,39 +1,31 @@
 """``bert`` for seq2seq: a pretrained BERT (MiniLM by default) encodes the (English) source and the Bahdanau
-attention decoder of ``seq2seq.py`` writes the target over its own subword vocabulary.
+attention decoder (``attention/bahdanau.py``) writes the target over its own subword vocabulary.
 
 Fine-tuned end to end, with a smaller learning rate for the pretrained encoder (``encoder_lr``) than for the
 decoder trained from scratch (the run's ``lr``): the encoder already knows English, the decoder knows nothing.
-A BERT checkpoint trains as ``fast_bert.FastBertEncoder``, as for the other task kinds (``fast: false``: not).
+A BERT checkpoint trains as ``fast_encoder.FastBertEncoder``, as for the other task kinds (``fast: false``: not).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from nlpkit_plugins.models.fast_bert import fast_adamw
-from nlpkit_plugins.models.seq2seq import BahdanauDecoder, DecoderFields, ReversibleTokenizer, Seq2SeqModel
-from pydantic import Field
-from safetensors.torch import load_model
+from nlpkit_plugins.models.attention.bahdanau import BahdanauDecoder
+from nlpkit_plugins.models.bert.fast_encoder import fast_adamw
+from nlpkit_plugins.models.bert.pretrained import (
+    loaded_encoder,
+    pretrained_encoder,
+    save_encoder_files,
+    saved_encoder,
+    saved_tokenizer,
+)
+from nlpkit_plugins.models.shared.seq2seq import Seq2SeqModel
 from tokenizers import Tokenizer
-from transformers import AutoTokenizer
 
 from nlpkit.contract import Options, TaskSpec
-
-
-class BertSeq2SeqFields(DecoderFields):
-    """The decoder's options for ``bert`` (the lstm/attention plugins have these under the same names)."""
-
-    target_vocab_size: int = Field(8000, ge=1, description="Target subword vocabulary size (the source uses BERT's).")
-    tokenizer: ReversibleTokenizer = Field("bpe", description="Tokenizer of the target vocabulary, fitted on the "
-                                           "training split.")
-    embedding_dim: int = Field(256, ge=1, description="Size of the decoder's target embeddings.")
-    hidden_size: int = Field(512, ge=1, description="The decoder GRU's state size (decoder_hidden_size overrides).")
-    attention_size: int = Field(256, ge=1, description="Size of the additive attention's hidden layer.")
-    encoder_lr: float = Field(5e-5, gt=0, description="Learning rate of the pretrained encoder (the decoder, "
-                              "trained from scratch, uses the run's lr).")
+from nlpkit.data.tokenizers import train_reversible_tokenizer
 
 
 class BertSeq2Seq(Seq2SeqModel):
@@ -48,33 +40,25 @@ class BertSeq2Seq(Seq2SeqModel):
 
     @classmethod
     def create(cls, spec: TaskSpec, options: Options, train: list[dict]) -> BertSeq2Seq:
-        from nlpkit_plugins.models.bert import pretrained_encoder
-
-        from nlpkit.data.tokenizers import train_reversible_tokenizer
-
         tokenizer, encoder = pretrained_encoder(options, pooler=False)
         target = train_reversible_tokenizer((ex["target"] for ex in train), options.target_vocab_size,
                                             options.tokenizer)
         return cls(spec, options, tokenizer, target, encoder=encoder)
 
+    # --- persistence: config.json, encoder/ (the source side), target_tokenizer.json, model.safetensors --------
     def save_source_tokenizer(self, folder: Path) -> None:
-        self.encoder.config.save_pretrained(folder / "encoder")
-        self.source_tokenizer.save_pretrained(folder / "encoder")
+        save_encoder_files(folder, self.encoder, self.source_tokenizer)
 
     @classmethod
-    def load(cls, folder: Path, options_cls: type[Options] = Options) -> BertSeq2Seq:
-        from nlpkit_plugins.models.bert import loaded_encoder, saved_encoder
-
-        folder = Path(folder)
-        config = json.loads((folder / "config.json").read_text())
+    def from_files(cls, folder: Path, spec: TaskSpec, options: Options) -> BertSeq2Seq:
         encoder = saved_encoder(folder, pooler=False)
-        model = cls(TaskSpec(**config["spec"]), options_cls(**config["options"]),
-                    AutoTokenizer.from_pretrained(folder / "encoder"),
-                    Tokenizer.from_file(str(folder / "target_tokenizer.json")), encoder=encoder)
-        load_model(model, str(folder / "model.safetensors"))
-        loaded_encoder(model, model.options.fast)
-        return model
+        return cls(spec, options, saved_tokenizer(folder), Tokenizer.from_file(str(folder / "target_tokenizer.json")),
+                   encoder=encoder)
 
+    def after_load(self) -> None:
+        loaded_encoder(self, self.options.fast)
+
+    # --- data and computation ----------------------------------------------------------------
     def source_ids(self, text: str) -> tuple[list[int], list[str]]:
         ids = self.source_tokenizer(text, truncation=True, max_length=self.options.max_length)["input_ids"]
         return ids, self.source_tokenizer.convert_ids_to_tokens(ids)

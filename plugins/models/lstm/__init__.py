@@ -1,25 +1,32 @@
 """``lstm``: an embedding + bidirectional LSTM encoder; classification reads the final states.
 
 It is the encoder half of the LSTM encoder-decoder (Sutskever et al., 2014): the whole input is
-squeezed into the final state, which is what attention (``attention.py``) improves on.
+squeezed into the final state, which is what attention (the ``attention`` plugin) improves on.
+
+This module is the plugin and its classifier; the other task kinds are in ``tagger.py`` (BiLSTM-CRF) and
+``seq2seq.py`` (the encoder-decoder), their options in ``options.py``.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from nlpkit_plugins.models.recurrent import BiLSTMEncoder, RecurrentModel
+from nlpkit_plugins.models.lstm.options import LstmClassificationOptions, LstmSeq2SeqOptions, LstmTaggingOptions
+from nlpkit_plugins.models.shared.encoders import BiLSTMEncoder
+from nlpkit_plugins.models.shared.recurrent import RecurrentModel
 from torch import nn
 
 import nlpkit
-from nlpkit.contract import Output
+from nlpkit.contract import Options, Output
 
 
 class LSTMModel(RecurrentModel):
     name = "lstm"
     serves = ("classification", "tagging", "seq2seq")
-    per_kind = {"tagging": "nlpkit_plugins.models.tagging:BiLSTMTagger",
-                "seq2seq": "nlpkit_plugins.models.seq2seq:PlainSeq2Seq"}
+    kind_options: dict[str, type[Options]] = {"classification": LstmClassificationOptions,
+                                              "tagging": LstmTaggingOptions, "seq2seq": LstmSeq2SeqOptions}
+    per_kind = {"tagging": "nlpkit_plugins.models.lstm.tagger:BiLSTMTagger",
+                "seq2seq": "nlpkit_plugins.models.lstm.seq2seq:PlainSeq2Seq"}
 
     def build(self) -> None:
         self.encoder = BiLSTMEncoder(self.tokenizer.get_vocab_size(), self.options)
