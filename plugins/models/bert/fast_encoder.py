@@ -15,10 +15,11 @@ is computed differs, each piece for a reason measured in ``benchmarks/BERT_CPU_N
   :meth:`FastAdamW.clip_grad_norm_`, which the training loop prefers to the generic one, skips those rows.
 
 All of this is for one CPU process: which paths a run takes is decided in one place,
-``nlpkit.train.hardware.speed_paths`` (from the device type and the process count). Under DDP the word-embedding gradient would not be all-reduced (it
-bypasses autograd's accumulation), and on a GPU the stock kernels are the fast ones, so there the ``bert`` plugin
-uses ``transformers`` (SDPA attention, torch's fused AdamW); a model saved in one layout is converted to the other on
-load (:func:`to_speed_layout`, both directions read one name map, :func:`hf_layout`).
+``nlpkit.train.hardware.speed_paths`` (from the device type and the process count). Under DDP the word-embedding
+gradient would not be all-reduced (it bypasses autograd's accumulation), and on a GPU the stock kernels are the fast
+ones, so there the ``bert`` plugin uses ``transformers`` (SDPA attention, torch's fused AdamW); a model saved in one
+layout is converted to the other on load (:func:`to_speed_layout`, both directions read one name map,
+:func:`hf_layout`).
 """
 
 from __future__ import annotations
