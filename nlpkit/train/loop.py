@@ -17,6 +17,9 @@ Resume: batches are a pure function of (seed, epoch), and a checkpoint holds eve
 the run depends on (weights, optimizer, scheduler, gradient scaler, every process's RNG states, position
 in the epoch, best-so-far, early-stopping count, metrics.jsonl offset), so a resumed run repeats the
 uninterrupted one: same batches, same dropout masks, same final metrics.
+
+``train`` is the schedule only; the metrics log, progress bar, best weights, early stopping, checkpoints and the
+plugins' lifecycle hooks are callbacks on its named events (nlpkit/train/callbacks.py), so each reads on its own.
 """
 
 from __future__ import annotations
@@ -25,16 +28,14 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import broadcast_object_list, gather_object, set_seed
-from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from nlpkit.contract import Model, RunContext, Task
@@ -42,42 +43,24 @@ from nlpkit.errors import NlpkitError
 from nlpkit.files import disk_errors
 from nlpkit.train import checkpoint as ckpt
 from nlpkit.train.batching import length_batches, shard
+from nlpkit.train.callbacks import (
+    BestWeights,
+    Callback,
+    Checkpointer,
+    EarlyStopping,
+    MetricsLogger,
+    PluginHooks,
+    Position,
+    ProgressBar,
+    TrainResult,
+    TrainState,
+    drop_gradients,
+)
 from nlpkit.train.hardware import keep_freed_memory, reset_peak_memory, resolve_precision, speed_paths, use_device
 from nlpkit.train.log import MetricsLog
 from nlpkit.train.options import TrainOptions
 
 MIXED = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
-
-
-@dataclass
-class TrainResult:
-    steps: int = 0
-    epochs: float = 0.0
-    train_seconds: float = 0.0
-    examples: int = 0  # of the whole job (all processes)
-    tokens: int = 0
-    best_step: int = 0
-    best_validation: dict[str, Any] = field(default_factory=dict)
-    precision: str = "fp32"
-    device: str = "cpu"
-    world_size: int = 1
-    effective_batch_size: int | str = 0  # global examples per optimizer step (or "N tokens" with max_tokens)
-    resumed_from: int = 0  # the checkpoint step this process started from (0: from scratch)
-    stopped_early: str | None = None  # why a plugin ended training early (RunContext.stop), if one did
-
-
-@dataclass
-class Position:
-    """Where the loop is; saved in checkpoints with the result so far."""
-
-    step: int = 0
-    epoch: int = 0
-    next_batch: int = 0  # index in this epoch's batches
-    total: int = 0  # steps to train (early stopping lowers it)
-    running: float = 0.0  # summed mean loss since the last log line, and how many batches it sums
-    running_n: int = 0
-    best_metric: float | None = None
-    bad_evals: int = 0
 
 
 def make_accelerator(options: TrainOptions, model_cls: type[Model]) -> tuple[Accelerator, str]:
@@ -172,6 +155,7 @@ def train(
     *,
     run: RunContext | None = None,
     hooks: Any = None,
+    callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
     """Train ``model`` in place; on return it holds the weights of the best validation evaluation.
 
@@ -180,12 +164,16 @@ def train(
 
     ``hooks`` (the plugin manager's ``pm.hook``, given on the main process only) are told of every log line
     (``on_log``), evaluation (``on_evaluate``) and checkpoint (``on_checkpoint``) with ``run``; when a hook
-    calls ``run.stop(reason)``, training ends after the current evaluation (every process agrees)."""
+    calls ``run.stop(reason)``, training ends after the current evaluation (every process agrees).
+
+    This function is the schedule only (steps, accumulation, when to log, evaluate and checkpoint); what happens
+    then is done by callbacks (nlpkit/train/callbacks.py). ``callbacks`` are told of every event after the
+    built-in ones (a tracker, a profiler, a test counting events)."""
     paths = speed_paths(accelerator.device, accelerator.num_processes)
     if paths.keep_freed_memory:
         keep_freed_memory()
     set_seed(seed, device_specific=True)  # seed + rank: processes draw different dropout masks
-    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     lengths = [f["length"] for f in train_features]
 
     def epoch_batches(epoch: int) -> list[list[int]]:
@@ -195,24 +183,91 @@ def train(
     if per_epoch == 0:
         raise NlpkitError("No training batches: the training split is empty")
     updates_per_epoch = math.ceil(per_epoch / options.grad_accum)
-    pos = Position(total=options.max_steps or max(1, math.ceil(updates_per_epoch * options.epochs)))
-    eval_every = options.eval_every or updates_per_epoch
+    total = options.max_steps or max(1, math.ceil(updates_per_epoch * options.epochs))
+    eval_every, every = options.eval_every or updates_per_epoch, options.checkpoint_every
+    state, wrapped, resume_at = _start(model, options, accelerator, paths, precision, total, checkpoints)
+    pos, result = state.position, state.result
+    # The order matters: a hook hears of a checkpoint once it is written; early stopping reads BestWeights' verdict.
+    everyone = [MetricsLogger(log, resume_at), ProgressBar(options.progress and state.main),
+                BestWeights(task.main_metric, task.greater_is_better), EarlyStopping(options.early_stopping),
+                *([Checkpointer(log, options.keep_checkpoints)] if checkpoints else []),
+                PluginHooks(hooks, run), *callbacks]
 
+    def fire(event: str, *args: Any) -> None:
+        for cb in everyone:
+            getattr(cb, event)(state, *args)
+
+    host = getattr(model, "host_inputs", ())  # batch entries that stay on the CPU
+
+    def batch_for(idx: list[int]) -> dict[str, Any]:
+        mine = shard(idx, rank, world)
+        return _to_device(model.collate([train_features[i] for i in mine or idx[:1]]), device, host)
+
+    wrapped.train()
+    with ckpt.StopRequest() as stop:
+        fire("on_train_start")
+        while pos.step < pos.total:
+            batches = epoch_batches(pos.epoch)
+            ahead: tuple[int, dict[str, Any]] | None = None  # the next batch, prepared while the GPU works
+            for b in range(pos.next_batch, len(batches)):
+                started, idx = time.perf_counter(), batches[b]
+                share = len(shard(idx, rank, world)) / len(idx)  # an empty part runs one example at weight 0
+                batch = ahead[1] if ahead is not None and ahead[0] == b else batch_for(idx)
+                sync = (b + 1) % options.grad_accum == 0 or b + 1 == len(batches)
+                _forward_backward(state, wrapped, batch, share, options.grad_accum, sync)
+                # the GPU is still running this step's kernels: collate and copy the next batch meanwhile
+                ahead = (b + 1, batch_for(batches[b + 1])) if paths.prefetch and b + 1 < len(batches) else None
+                result.examples += len(idx)
+                result.tokens += sum(train_features[i].get("n_tokens", train_features[i]["length"]) for i in idx)
+                pos.next_batch = b + 1
+                if sync:
+                    _optimizer_step(state, wrapped, options.grad_clip)
+                result.train_seconds += time.perf_counter() - started
+                if not sync:
+                    continue
+                state.epoch = round(pos.epoch + (b + 1) / len(batches), 4)
+                fire("on_step_end")
+                if pos.step % options.log_every == 0 or pos.step == pos.total:
+                    fire("on_log", _take_train_row(state))
+                if pos.step % eval_every == 0 or pos.step == pos.total:
+                    fire("on_evaluate", evaluate(state.model, task, val_features, val_examples, options, accelerator))
+                state.signum = stop.agreed(world, device)
+                if checkpoints and (state.signum or (every and (pos.step % every == 0 or pos.step >= pos.total))):
+                    fire("on_checkpoint", Path(checkpoints))
+                if state.signum:
+                    fire("on_train_end")
+                    where = f"checkpoint at step {pos.step} in {checkpoints}" if checkpoints else "no checkpoint"
+                    raise ckpt.Interrupted(f"Stopped by signal {state.signum}: {where}; run the same command again "
+                                           "to resume", state.signum)
+                if pos.step >= pos.total:
+                    break
+            else:
+                pos.epoch, pos.next_batch = pos.epoch + 1, 0
+    result.steps, result.epochs = pos.step, round(pos.step / updates_per_epoch, 4)
+    fire("on_train_end")
+    return result
+
+
+def _start(model: Model, options: TrainOptions, accelerator: Accelerator, paths: Any, precision: str, total: int,
+           checkpoints: Path | None) -> tuple[TrainState, torch.nn.Module, int]:
+    """The state training starts from: optimizer and schedule made, model and optimizer prepared (DDP), and, when
+    ``checkpoints`` holds one, everything restored from the newest checkpoint. Also the DDP-wrapped model (what
+    the steps call) and the metrics.jsonl offset to resume at."""
     # A model may bring its own optimizer (Model.make_optimizer, e.g. bert's sparse-row FastAdamW); default AdamW.
     # On CUDA torch's fused AdamW (one kernel per step; speed_paths).
     optimizer = (model.make_optimizer(options.lr, options.weight_decay)
                  or torch.optim.AdamW(model.param_groups(options.lr, options.weight_decay), lr=options.lr,
                                       fused=paths.fused_adamw or None))
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(options.warmup * pos.total), pos.total)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(options.warmup * total), total)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
-    device = accelerator.device
+    device, world = accelerator.device, accelerator.num_processes
     raw = accelerator.unwrap_model(wrapped)
     per_step = options.grad_accum * (options.max_tokens or options.batch_size)
+    pos = Position(total=total)
     result = TrainResult(precision=precision, device=str(device), world_size=world,
                          effective_batch_size=f"{per_step} tokens" if options.max_tokens else per_step)
     best_state = None
-
-    saved = _load_checkpoint(checkpoints, main, world) if checkpoints else None
+    saved = _load_checkpoint(checkpoints, accelerator.is_main_process, world) if checkpoints else None
     if saved:
         raw.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -222,131 +277,52 @@ def train(
         loop = json.loads(saved["loop"])
         pos, result = Position(**loop["position"]), TrainResult(**loop["result"])
         best_state = saved["best_state"] or None
-        ckpt.set_rng_state(saved["rng"][rank if len(saved["rng"]) == world else 0])
+        ckpt.set_rng_state(saved["rng"][accelerator.process_index if len(saved["rng"]) == world else 0])
         result.resumed_from, result.world_size, result.device = pos.step, world, str(device)
-    log.truncate(saved["metrics_position"] if saved else 0)
     # The running loss is summed on the device (float64, as Python floats were) and read only at log steps:
     # loss.item() every step would make the CPU wait for the GPU's step to finish before queuing the next.
     running = torch.tensor(pos.running, dtype=torch.float32 if device.type == "mps" else torch.float64,
                            device=device)
-
-    host = getattr(model, "host_inputs", ())  # batch entries that stay on the CPU
-
-    def batch_for(b: int, idx: list[int]) -> dict[str, Any]:
-        mine = shard(idx, rank, world)
-        return _to_device(model.collate([train_features[i] for i in mine or idx[:1]]), device, host)
-
-    sign = 1 if task.greater_is_better else -1
-    progress = tqdm(total=pos.total, initial=pos.step, disable=not (options.progress and main), desc="train")
-    wrapped.train()
-    with ckpt.StopRequest() as stop:
-        while pos.step < pos.total:
-            batches = epoch_batches(pos.epoch)
-            ahead: tuple[int, dict[str, Any]] | None = None  # the next batch, prepared while the GPU works
-            for b in range(pos.next_batch, len(batches)):
-                started = time.perf_counter()
-                idx = batches[b]
-                share = len(shard(idx, rank, world)) / len(idx)  # an empty part runs one example at weight 0
-                batch = ahead[1] if ahead is not None and ahead[0] == b else batch_for(b, idx)
-                sync = (b + 1) % options.grad_accum == 0 or b + 1 == len(batches)
-                with accelerator.no_sync(wrapped) if not sync else nullcontext(), accelerator.autocast():
-                    loss = wrapped(**batch).loss
-                accelerator.backward(loss * (share * world / options.grad_accum))
-                # the GPU is still running this step's kernels: collate and copy the next batch meanwhile
-                ahead = (b + 1, batch_for(b + 1, batches[b + 1])) if paths.prefetch and b + 1 < len(batches) else None
-                result.examples += len(idx)
-                result.tokens += sum(train_features[i].get("n_tokens", train_features[i]["length"]) for i in idx)
-                running += loss.detach().to(running.dtype) * share
-                pos.running_n += 1
-                pos.next_batch = b + 1
-                if sync:
-                    if options.grad_clip:
-                        _clip_gradients(accelerator, wrapped, optimizer, options.grad_clip)
-                    optimizer.step()
-                    if not accelerator.optimizer_step_was_skipped:  # fp16: inf gradients skip the step
-                        scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    pos.step += 1
-                    if pos.step >= pos.total:  # the last update: the final evaluation needs no gradient memory
-                        _drop_gradients(raw)
-                    progress.update(1)
-                result.train_seconds += time.perf_counter() - started
-                if not sync:
-                    continue
-                epoch_float = round(pos.epoch + (b + 1) / len(batches), 4)
-                if pos.step % options.log_every == 0 or pos.step == pos.total:
-                    mean_loss = _sum_over_processes(float(running), world, device) / pos.running_n
-                    row = {"epoch": epoch_float, "split": "train", "loss": mean_loss, "lr": scheduler.get_last_lr()[0],
-                           "examples_per_s": result.examples / max(result.train_seconds, 1e-9)}
-                    log(step=pos.step, **row)
-                    if hooks and main:
-                        hooks.on_log(run=run, step=pos.step, metrics=row)
-                    progress.set_postfix(loss=f"{mean_loss:.4f}")
-                    pos.running, pos.running_n = 0.0, 0
-                    running.zero_()
-                if pos.step % eval_every == 0 or pos.step == pos.total:
-                    metrics = evaluate(raw, task, val_features, val_examples, options, accelerator)
-                    log(step=pos.step, epoch=epoch_float, split="validation", **metrics)
-                    if hooks and main:
-                        hooks.on_evaluate(run=run, step=pos.step, metrics=dict(metrics))
-                    value = metrics[task.main_metric]
-                    if pos.best_metric is None or sign * value > sign * pos.best_metric:
-                        pos.best_metric, pos.bad_evals = value, 0
-                        # at the last step the live weights are the best ones: no copy (None = keep them)
-                        best_state = None if pos.step >= pos.total else {
-                            k: v.detach().to("cpu", copy=True) for k, v in raw.state_dict().items()}
-                        result.best_step, result.best_validation = pos.step, metrics
-                    else:
-                        pos.bad_evals += 1
-                    if options.early_stopping and pos.bad_evals >= options.early_stopping:
-                        pos.total = pos.step  # stop: no improvement for `early_stopping` evaluations
-                    reason = _stop_reason(run, world)
-                    if reason and pos.step < pos.total:
-                        pos.total, result.stopped_early = pos.step, reason  # a plugin asked (RunContext.stop)
-                signum = stop.agreed(world, device)
-                every = options.checkpoint_every
-                if checkpoints and (signum or (every and (pos.step % every == 0 or pos.step >= pos.total))):
-                    pos.running = float(running)  # the sum so far goes into the checkpoint; resumed, it goes on
-                    state = {"model": raw.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "best_state": best_state or {},
-                             "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else {},
-                             "metrics_position": log.position(),
-                             "loop": json.dumps({"position": asdict(pos), "result": asdict(result)})}
-                    _save_checkpoint(checkpoints, pos.step, state, options.keep_checkpoints, main, world)
-                    if hooks and main:
-                        hooks.on_checkpoint(run=run, step=pos.step, folder=Path(checkpoints))
-                if signum:
-                    progress.close()
-                    where = f"checkpoint at step {pos.step} in {checkpoints}" if checkpoints else "no checkpoint"
-                    raise ckpt.Interrupted(f"Stopped by signal {signum}: {where}; run the same command again to "
-                                           "resume", signum)
-                if pos.step >= pos.total:
-                    break
-            else:
-                pos.epoch, pos.next_batch = pos.epoch + 1, 0
-    progress.close()
-    result.steps, result.epochs = pos.step, round(pos.step / updates_per_epoch, 4)
-    _drop_gradients(raw)  # also after an early stop
-    if best_state is not None:
-        raw.load_state_dict(best_state)
-    return result
+    state = TrainState(pos, result, raw, optimizer, scheduler, accelerator, running, best_state)
+    return state, wrapped, saved["metrics_position"] if saved else 0
 
 
-def _stop_reason(run: RunContext | None, world: int) -> str | None:
-    """Why a plugin asked to stop (``RunContext.stop``), the main process's word for every process: hooks run
-    there only, and every process must leave the loop at the same step."""
-    if run is None:
-        return None
-    if world == 1:
-        return run.stop_reason
-    return broadcast_object_list([run.stop_reason if run.is_main_process else None])[0]
+def _forward_backward(state: TrainState, wrapped: torch.nn.Module, batch: dict[str, Any], share: float,
+                      grad_accum: int, sync: bool) -> None:
+    """One micro-batch: this process's loss weighted by its ``share`` of the global batch (so DDP's average is the
+    global batch's mean loss gradient), gradients accumulated without an all-reduce until ``sync``."""
+    accelerator = state.accelerator
+    with accelerator.no_sync(wrapped) if not sync else nullcontext(), accelerator.autocast():
+        loss = wrapped(**batch).loss
+    accelerator.backward(loss * (share * state.world / grad_accum))
+    state.running += loss.detach().to(state.running.dtype) * share
+    state.position.running_n += 1
 
 
-def _drop_gradients(model: torch.nn.Module) -> None:
-    """Free every ``.grad`` (``zero_grad(set_to_none=True)`` keeps what an optimizer chooses to keep, such as
-    FastAdamW's sparse table gradient)."""
-    for p in model.parameters():
-        p.grad = None
+def _optimizer_step(state: TrainState, wrapped: torch.nn.Module, grad_clip: float) -> None:
+    """Clip, step the optimizer and (unless fp16 skipped the step for inf gradients) the schedule; count the step."""
+    accelerator, optimizer = state.accelerator, state.optimizer
+    if grad_clip:
+        _clip_gradients(accelerator, wrapped, optimizer, grad_clip)
+    optimizer.step()
+    if not accelerator.optimizer_step_was_skipped:
+        state.scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    state.position.step += 1
+    if state.position.step >= state.position.total:  # the last update: the final evaluation needs no gradient memory
+        drop_gradients(state.model)
+
+
+def _take_train_row(state: TrainState) -> dict[str, Any]:
+    """The train log row, the mean loss since the last one over all processes (the one host sync of a log step);
+    the running sum starts again."""
+    pos, result = state.position, state.result
+    mean_loss = _sum_over_processes(float(state.running), state.world, state.accelerator.device) / pos.running_n
+    row = {"epoch": state.epoch, "split": "train", "loss": mean_loss, "lr": state.scheduler.get_last_lr()[0],
+           "examples_per_s": result.examples / max(result.train_seconds, 1e-9)}
+    pos.running, pos.running_n = 0.0, 0
+    state.running.zero_()
+    return row
 
 
 def _clip_gradients(accelerator: Accelerator, model: torch.nn.Module, optimizer: Any, max_norm: float) -> None:
@@ -378,13 +354,6 @@ def _load_checkpoint(folder: Path, main: bool, world: int) -> dict[str, Any] | N
     if name is None:
         return None
     return found[1] if main else ckpt.read(Path(folder) / name)
-
-
-def _save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int, main: bool, world: int) -> None:
-    """Gather every process's RNG states (each draws its own dropout masks); the main process writes."""
-    rngs = gather_object([ckpt.rng_state()]) if world > 1 else [ckpt.rng_state()]
-    if main:
-        ckpt.save(folder, step, {**state, "rng": rngs}, keep)
 
 
 def evaluate(model: Model, task: Task, features: list[dict], examples: list[dict], options: TrainOptions,
