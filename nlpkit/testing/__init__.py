@@ -3,7 +3,7 @@
     kit.py           ModelKit, TaskKit, DatasetKit: pytest classes to subclass, naming the plugin
     model_checks.py  the model checks (plain functions raising AssertionError), and their helpers
     checks.py        the task and dataset checks
-    tiny.py          tiny data in every task kind's shapes; install_package / plugins_on_path
+    tiny.py          tiny data in every task kind's shapes; one_module_plugin / install_package / plugins_on_path
 
 Everything is re-exported here: ``from nlpkit.testing import ModelKit, check_overfits, install_package``.
 The top layer beside the CLI: it may use every layer below; nothing in nlpkit imports it.
@@ -54,6 +54,7 @@ from nlpkit.testing.tiny import (
     install_package,
     label_names,
     long_example,
+    one_module_plugin,
     plugins_on_path,
     tiny_examples,
     tiny_records,
@@ -66,6 +67,7 @@ __all__ = [
     "FILLER",
     "gold_predictions",
     "install_package",
+    "one_module_plugin",
     "label_names",
     "LEXICON",
     "long_example",

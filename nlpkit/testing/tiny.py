@@ -154,6 +154,18 @@ def install_package(package: Path, site: Path) -> Path:
     return info
 
 
+def one_module_plugin(folder: Path, name: str, source: str) -> Path:
+    """Write a plugin package of one module ``<name>.py`` holding ``source``, registered as entry point ``name`` of
+    the ``nlpkit`` group (distribution ``nlpkit-<name>``), into ``folder``; returns it, ready for
+    :func:`install_package`. The shortest way for a test to add a plugin the way a user's package would."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pyproject.toml").write_text(
+        f'[project]\nname = "nlpkit-{name}"\nversion = "0.1.0"\n\n[project.entry-points.nlpkit]\n{name} = "{name}"\n'
+        f'\n[tool.setuptools]\npy-modules = ["{name}"]\n')
+    (folder / f"{name}.py").write_text(source)
+    return folder
+
+
 @contextmanager
 def plugins_on_path(site: Path) -> Iterator[None]:
     """Put ``site`` on sys.path and reload the plugin registry; undo both (and forget its modules) on exit."""

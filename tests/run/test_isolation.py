@@ -4,7 +4,6 @@ memory is its own; results.json records its provenance; a run folder's recipe.ya
 
 import hashlib
 import json
-import textwrap
 
 import pytest
 import yaml
@@ -12,7 +11,7 @@ from click.testing import CliRunner
 
 from nlpkit.cli import main
 from nlpkit.run.folders import run_status
-from nlpkit.testing import install_package, plugins_on_path
+from nlpkit.testing import install_package, one_module_plugin, plugins_on_path
 
 CRASHY = '''\
 import os
@@ -70,20 +69,7 @@ train: {{{{epochs: 1, batch_size: 16, log_every: 1, progress: false, precision: 
 @pytest.fixture
 def crashy(tmp_path):
     """The test-only model plugin 'crashy', installed where nlpkit (and each run's own process) finds it."""
-    package = tmp_path / "src" / "nlpkit-crashy"
-    package.mkdir(parents=True)
-    (package / "pyproject.toml").write_text(textwrap.dedent("""\
-        [project]
-        name = "nlpkit-crashy"
-        version = "0.1.0"
-
-        [project.entry-points.nlpkit]
-        crashy = "crashy_model"
-
-        [tool.setuptools]
-        py-modules = ["crashy_model"]
-        """))
-    (package / "crashy_model.py").write_text(CRASHY)
+    package = one_module_plugin(tmp_path / "src" / "crashy_model", "crashy_model", CRASHY)
     install_package(package, tmp_path / "site")
     with plugins_on_path(tmp_path / "site"):
         yield

@@ -4,14 +4,13 @@ logs every evaluation, stops the run after the second one (RunContext.stop), add
 ``--jobs 2`` each run's hooks fire once."""
 
 import json
-import textwrap
 from collections import Counter
 
 import pytest
 from click.testing import CliRunner
 
 from nlpkit.cli import main
-from nlpkit.testing import install_package, plugins_on_path
+from nlpkit.testing import install_package, one_module_plugin, plugins_on_path
 
 # The plugin, exactly as a third party would write it: no change to nlpkit needed.
 TRACKER = '''\
@@ -69,20 +68,7 @@ seeds: {seeds}
 @pytest.fixture
 def tracker(tmp_path, monkeypatch):
     """The plugin 'tracker' installed where nlpkit (and each run's own process) finds it; yields its log file."""
-    package = tmp_path / "src" / "nlpkit-tracker"
-    package.mkdir(parents=True)
-    (package / "pyproject.toml").write_text(textwrap.dedent("""\
-        [project]
-        name = "nlpkit-tracker"
-        version = "0.1.0"
-
-        [project.entry-points.nlpkit]
-        tracker = "nlpkit_tracker"
-
-        [tool.setuptools]
-        py-modules = ["nlpkit_tracker"]
-        """))
-    (package / "nlpkit_tracker.py").write_text(TRACKER)
+    package = one_module_plugin(tmp_path / "src" / "nlpkit_tracker", "nlpkit_tracker", TRACKER)
     install_package(package, tmp_path / "site")
     log = tmp_path / "tracker.log"
     monkeypatch.setenv("TRACKER_LOG", str(log))
