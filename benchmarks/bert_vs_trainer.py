@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -243,12 +244,6 @@ def run_child(argv, env=None):
     return res
 
 
-def median(values):
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None)
@@ -329,7 +324,7 @@ def main(argv=None):
     summary = {}
     for name, _ in sides:
         rs = [r for r in runs if r["name"] == name]
-        speed = median([r["examples_per_s"] for r in rs])
+        speed = statistics.median([r["examples_per_s"] for r in rs])
         summary[name] = {
             "examples_per_s_runs": [round(r["examples_per_s"], 2) for r in rs],
             "examples_per_s_median": speed,
@@ -346,7 +341,7 @@ def main(argv=None):
         best_trainer = max((v for k, v in in_round.items() if k.startswith("trainer")), default=None)
         if best_trainer and mine in in_round:
             ratios.append(in_round[mine] / best_trainer)
-    ratio = median(ratios) if ratios else None
+    ratio = statistics.median(ratios) if ratios else None
     report = {"cpu": cpu, "setting": {k: getattr(a, k) for k in
                                       ("steps", "batch_size", "lr", "warmup_steps", "max_length", "seed")},
               "threads": a.threads or "torch default", "omp_wait_policy": a.omp_wait_policy,
