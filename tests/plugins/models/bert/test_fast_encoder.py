@@ -8,9 +8,10 @@ from functools import partial
 import pytest
 import torch
 from nlpkit_plugins.models.bert import BertModel
-from nlpkit_plugins.models.bert.fast_encoder import FastAdamW, FastBertEncoder, SparseRowEmbedding, fast_dropout
+from nlpkit_plugins.models.bert.fast_encoder import FastBertEncoder, fast_dropout
 from nlpkit_plugins.models.bert.options import BertOptions
 from nlpkit_plugins.models.bert.pretrained import pretrained_encoder
+from nlpkit_plugins.models.bert.sparse_rows import FastAdamW, SparseRowEmbedding
 from torch.nn.utils import clip_grad_norm_, get_total_norm
 from transformers import BertConfig
 from transformers import BertModel as HFBertModel
