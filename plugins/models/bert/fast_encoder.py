@@ -193,6 +193,15 @@ class FastBertEncoder(nn.Module):
         return hf.to(self.position.device)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> EncoderOutput:
+        x = self.states(input_ids, attention_mask)
+        pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None
+        return EncoderOutput(x, pooled)
+
+    def states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, first: int = 0,
+               last: int | None = None, below: torch.Tensor | None = None) -> torch.Tensor:
+        """The hidden states after ``layers[first:last]``: from the embeddings of ``input_ids`` (``first`` = 0) or
+        from ``below``, the states after layer ``first - 1`` (a frozen bottom's cached output, see
+        ``seq2seq.FrozenBottom``). Batches are padded to :func:`sequence_multiple` and cut back."""
         s = input_ids.shape[1]
         extra = -s % sequence_multiple(input_ids.device.type)  # few distinct GEMM shapes where kernels are per shape
         if extra and s + extra <= self.position.shape[0]:
@@ -200,18 +209,20 @@ class FastBertEncoder(nn.Module):
                 attention_mask = torch.ones_like(input_ids)
             input_ids = F.pad(input_ids, (0, extra), value=self.config.pad_token_id or 0)
             attention_mask = F.pad(attention_mask, (0, extra), value=0)
-            out = self.forward(input_ids, attention_mask)
-            return EncoderOutput(out.last_hidden_state[:, :s], out.pooler_output)
-        x = self.word(input_ids) + (self.position[:s] + self.token_type[0])
-        x = fast_dropout(self.emb_ln(x), self.config.hidden_dropout_prob, self.training)
+            below = None if below is None else F.pad(below, (0, 0, 0, extra))
+            return self.states(input_ids, attention_mask, first, last, below)[:, :s]
+        if below is None:
+            x = self.word(input_ids) + (self.position[:s] + self.token_type[0])
+            x = fast_dropout(self.emb_ln(x), self.config.hidden_dropout_prob, self.training)
+        else:
+            x = below
         add_mask = None
         if attention_mask is not None and not bool(attention_mask.all()):  # most length-bucketed batches: no pad
             add_mask = torch.zeros(attention_mask.shape, dtype=x.dtype, device=x.device)
             add_mask = add_mask.masked_fill_(attention_mask == 0, torch.finfo(x.dtype).min)[:, None, None, :]
-        for layer in self.layers:
+        for layer in self.layers[first:last]:
             x = layer(x, add_mask)
-        pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None
-        return EncoderOutput(x, pooled)
+        return x
 
 
 HF_BUFFERS = {"embeddings.position_ids", "embeddings.token_type_ids"}  # transformers' buffers, not weights

@@ -44,6 +44,10 @@ class BertSeq2SeqFields(DecoderFields):
     attention_size: int = Field(256, ge=1, description="Size of the additive attention's hidden layer.")
     encoder_lr: float = Field(5e-5, gt=0, description="Learning rate of the pretrained encoder (the decoder, "
                               "trained from scratch, uses the run's lr).")
+    frozen_layers: int = Field(0, ge=0, description="Encoder layers kept as pretrained, from the bottom (the "
+                               "embeddings with them): their states are computed once per source sentence and "
+                               "reused, so training costs only the layers above. 0: fine-tune all; the encoder's "
+                               "depth or more: train only the decoder.")
 
 
 class BertClassificationOptions(PoolingField, BertCore):

@@ -328,3 +328,55 @@ def test_bf16_pads_lengths_to_a_multiple_of_8_and_answers_for_the_real_ones(tiny
     torch.testing.assert_close(padded.last_hidden_state[keep].float(), exact.last_hidden_state[keep].float(),
                                atol=0.05, rtol=0.05)
     torch.testing.assert_close(padded.pooler_output.float(), exact.pooler_output.float(), atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize("frozen", [1, 2])
+def test_a_frozen_bottom_is_cached_exact_and_never_updated(tiny, frozen):
+    """``frozen_layers``: the cached bottom gives the states the whole encoder computes (the bottom without
+    dropout, as pretrained), the sentence is computed once, a step changes only the layers above and the decoder,
+    and the transformers layout (GPU, DDP) freezes the same parameters."""
+    from nlpkit.testing import build, make_batch
+
+    options = seq2seq_options(tiny, True).model_dump() | {"frozen_layers": frozen}
+    model, examples = build(BertModel, "seq2seq", options)
+    encoder = model.encoder
+    b = make_batch(model, examples[:4])
+    model.train()
+    for layer in encoder.layers:
+        layer.p_hidden = layer.p_attn = 0.0  # compare the math, not dropout draws
+    encoder.config.hidden_dropout_prob = 0.0
+    with torch.no_grad():
+        want = encoder(b["source"], (b["source"] != 0).long()).last_hidden_state
+        got_state = model.encode_source(b)
+    sentences = {tuple(r[:n]) for r, n in zip(b["source"].tolist(), b["source_lengths"].tolist())}
+    assert len(model.bottom.rows) == len(sentences)  # one entry per distinct source sentence
+    with torch.no_grad():  # the same states as the full encoder (mean summary included)
+        mask = (torch.arange(b["source"].shape[1])[None] < b["source_lengths"][:, None]).unsqueeze(-1)
+        want_summary = (want * mask).sum(1) / mask.sum(1)
+        full = model.decoder.start(want, mask.squeeze(-1), want_summary)
+    real = mask.squeeze(-1)
+    for key in full:  # at real source positions (padding is masked out of the attention)
+        got, ref = got_state[key], full[key]
+        if got.dim() >= 2 and got.shape[:2] == real.shape:
+            got, ref = got[real], ref[real]
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
+    frozen_names = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert any(n.startswith("encoder.word") for n in frozen_names)
+    assert {f"encoder.layers.{i}.qkv.weight" for i in range(frozen)} <= frozen_names
+    assert not any(n.startswith(f"encoder.layers.{frozen}.") for n in frozen_names)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    assert model.make_optimizer(1e-2, 0.0) is None  # no sparse word rows to update: the default AdamW
+    opt = torch.optim.AdamW([p for g in model.param_groups(1e-2, 0.0) for p in g["params"]], lr=1e-2)
+    model(**b).loss.backward()
+    opt.step()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and not changed & frozen_names
+    assert any(n.startswith("decoder.") for n in changed)
+    assert frozen == 2 or any(n.startswith("encoder.layers.1.") for n in changed)
+    cached = dict(model.bottom.rows)
+    model(**make_batch(model, examples[:4])).loss.backward()  # seen sentences: read from the cache
+    assert all(model.bottom.rows[k] is v for k, v in cached.items()) and len(model.bottom.rows) == len(cached)
+    slow, _ = build(BertModel, "seq2seq", seq2seq_options(tiny, False).model_dump() | {"frozen_layers": frozen})
+    slow_frozen = {n for n, p in slow.named_parameters() if not p.requires_grad}
+    assert {f"encoder.encoder.layer.{i}.attention.self.query.weight" for i in range(frozen)} <= slow_frozen
+    assert slow.bottom is None and all(not m.training for m in slow.train().frozen)
