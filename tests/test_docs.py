@@ -10,6 +10,8 @@ import json
 import os
 import re
 import shlex
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +133,13 @@ def test_package_registers_every_plugin(package):
                        ("metrics", "kappa")):
         assert reg.sources[(kind, name)] == source, (kind, name)
     assert not reg.failed, reg.failed
+
+
+def test_the_package_passes_ruff_under_its_own_settings(package):
+    """A reader pastes these files into a package of their own: there nlpkit is a third-party import."""
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise", "."],
+                            capture_output=True, text=True, cwd=package / PACKAGE, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]
 
 
 def test_every_python_snippet_runs(in_package_root):
