@@ -116,12 +116,14 @@ def schema_named(name: str) -> type[BaseModel]:
     return registry().model(model).options_for(kind)
 
 
-TABLE = re.compile(r"(<!-- options: (\S+) -->\n)(.*?)(\n<!-- /options -->)", re.S)
+# The closing marker may follow the opening one directly (a new, still empty table): its newline is optional, or
+# an empty table would run on to the next table's closing marker and swallow the text between.
+TABLE = re.compile(r"(<!-- options: (\S+) -->\n)(.*?)\n?(<!-- /options -->)", re.S)
 
 
 def refresh(document: str) -> str:
     """The document with every generated options table rewritten from the schema."""
-    return TABLE.sub(lambda m: m.group(1) + markdown(schema_named(m.group(2))) + m.group(4), document)
+    return TABLE.sub(lambda m: m.group(1) + markdown(schema_named(m.group(2))) + "\n" + m.group(4), document)
 
 
 if __name__ == "__main__":
