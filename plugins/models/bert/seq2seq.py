@@ -56,7 +56,8 @@ class FrozenBottom:
     @torch.no_grad()
     def _compute(self, ids: torch.Tensor, lengths: list[int], keys: list[tuple[int, ...]]) -> None:
         ids = ids[:, : max(lengths)]
-        mask = torch.arange(ids.shape[1], device=ids.device)[None, :] < torch.tensor(lengths, device=ids.device)[:, None]
+        real = torch.tensor(lengths, device=ids.device)
+        mask = torch.arange(ids.shape[1], device=ids.device)[None, :] < real[:, None]
         was_training = self.encoder.training
         self.encoder.eval()  # frozen means as pretrained: no dropout either
         try:
