@@ -268,7 +268,9 @@ def report(run_dirs: tuple[str, ...], out: str, formats: tuple[str, ...]) -> Non
     """Compare the finished runs in RUN_DIRS (run folders or folders above them, e.g. runs/agnews):
     tables of mean ± std over seeds, figures, significance tests and sample predictions."""
     from nlpkit.report.write import FORMATS, write_plugin_report
+    from nlpkit.sweep.section import register
 
+    register()  # a recipe's sweep section, where the runs' folders hold one (nlpkit/sweep)
     written = write_plugin_report(run_dirs, out, formats or FORMATS)
     click.echo(f"Report: {written}")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,11 +54,9 @@ def run_sweep(recipe: Recipe, sweep: Sweep, jobs: int = 1, restart: bool = False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise NlpkitError("A sweep runs each trial in a process of its own: run it with `nlpkit run` (--jobs N), "
                           "not under torchrun/accelerate")
-    from nlpkit.plugins import plugin_manager
     from nlpkit.sweep import section
 
-    if plugin_manager().get_plugin(section.PLUGIN_NAME) is None:  # the report's sweep section
-        plugin_manager().register(section, name=section.PLUGIN_NAME)
+    section.register()  # the report's sweep section
     best_runs, outcomes = [], []
     for plan in sweep.studies:
         outcome = run_study(sweep, plan, jobs, restart, say)
@@ -219,7 +218,9 @@ def write_summary(sweep: Sweep, plan: StudyPlan, study: Any) -> None:
         why = f"{len(complete)} completed trial(s): importances need at least 2"
     else:
         try:
-            importance = {k: float(v) for k, v in op.importance.get_param_importances(study).items()}
+            with warnings.catch_warnings():  # e.g. "importances will be equal" on a handful of trials: shown as such
+                warnings.simplefilter("ignore")
+                importance = {k: float(v) for k, v in op.importance.get_param_importances(study).items()}
         except (RuntimeError, ValueError) as err:
             why = str(err)
     write_json(sweep.folder / f"{plan.key}.json", {

@@ -29,8 +29,8 @@ class Parameter(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     type: Literal["float", "int", "categorical"]
-    low: float | None = None
-    high: float | None = None
+    low: int | float | None = None  # an int stays one (shown as written)
+    high: int | float | None = None
     log: bool = False
     step: float | None = Field(None, gt=0)
     choices: list[Any] | None = None

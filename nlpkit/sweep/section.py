@@ -23,6 +23,16 @@ from nlpkit.report.tables import Table
 PLUGIN_NAME = "nlpkit-sweep-section"
 
 
+def register() -> None:
+    """Add this section to the reports this process writes (``nlpkit run`` with a sweep, ``nlpkit report``)."""
+    import sys
+
+    from nlpkit.plugins import plugin_manager
+
+    if plugin_manager().get_plugin(PLUGIN_NAME) is None:
+        plugin_manager().register(sys.modules[__name__], name=PLUGIN_NAME)
+
+
 def summaries(runs: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
     """The sweep summaries of ``task`` in the recipe folders the runs live in."""
     found: dict[Path, dict[str, Any]] = {}
@@ -130,7 +140,7 @@ def _history(summary: dict[str, Any], path: Path) -> dict[str, str] | None:
 
 
 def _importance(summary: dict[str, Any], path: Path) -> dict[str, str] | None:
-    """Optuna's parameter importances (fANOVA over the completed trials), as bars."""
+    """Optuna's parameter importances (its default evaluator, over the completed trials), as bars."""
     importance = summary.get("importance")
     if not importance:
         return None
@@ -138,7 +148,7 @@ def _importance(summary: dict[str, Any], path: Path) -> dict[str, str] | None:
     fig = Figure(figsize=(6.4, 0.6 + 0.45 * len(names)))
     ax = fig.subplots()
     ax.barh(names, [importance[n] for n in names])
-    ax.set_xlabel("importance (Optuna, fANOVA; sums to 1)")
+    ax.set_xlabel("importance (optuna.importance; sums to 1)")
     ax.set_title(f"Parameter importance: {summary['study']}")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

@@ -99,6 +99,12 @@ def test_trials_sample_within_their_ranges_into_folders_of_their_own_and_the_bes
     assert (tmp_path / "reports" / "tiny" / "figures" / "sweep_classification_lstm_history.png").is_file()
     assert (tmp_path / "reports" / "tiny" / "figures" / "sweep_classification_lstm_importance.png").is_file()
 
+    later = CliRunner().invoke(main, ["report", str(recipe_runs), "-o", str(tmp_path / "later"), "--format", "md"])
+    assert later.exit_code == 0, later.output  # `nlpkit report` over the recipe's folder: trials are not models
+    assert "### Sweep: classification x lstm" in (tmp_path / "later" / "report.md").read_text()
+    rows = (tmp_path / "later" / "results.csv").read_text().splitlines()
+    assert "skipping" not in later.output and len(rows) == 3, rows  # the recipe's run and the best run
+
 
 def test_settings_proposed_again_are_read_back_not_trained_again(tmp_path, monkeypatch):
     monkeypatch.setenv("NLPKIT_IN_PROCESS", "1")
