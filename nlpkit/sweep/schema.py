@@ -146,6 +146,15 @@ def parameter_paths(recipe: Recipe, registry: Registry) -> list[str]:
     return paths
 
 
+_TYPE = "SWEEPTYPE"  # the entity type of the made-up tagging example
+
+
+def produces(produced: set[str], name: str) -> bool:
+    """Whether ``name`` is among ``produced``, a per-type pattern such as f1_<TYPE> matching f1_PER."""
+    return name in produced or any(p.endswith("<TYPE>") and name.startswith(p.removesuffix("<TYPE>"))
+                                   and len(name) > len(p) - 6 for p in produced)
+
+
 def produced_metrics(task_cls: type, entry: TaskEntry) -> set[str]:
     """The scalar metrics the task computes, found by scoring two made-up examples of its kind (tasks declare
     only their main metric); just the main metric when that fails (an unusual task)."""
@@ -153,8 +162,8 @@ def produced_metrics(task_cls: type, entry: TaskEntry) -> set[str]:
     if kind == "classification":
         labels, examples = ["a", "b"], [{"text": "x", "label": 0}, {"text": "y", "label": 1}]
         preds = [{"prediction": 0}, {"prediction": 1}]
-    elif kind == "tagging":
-        labels, examples = ["O", "B-X", "I-X"], [{"tokens": ["x", "y", "z"], "tags": [1, 2, 0]}]
+    elif kind == "tagging":  # per-type scores of the made-up type come back as e.g. "f1_<TYPE>"
+        labels, examples = ["O", f"B-{_TYPE}", f"I-{_TYPE}"], [{"tokens": ["x", "y", "z"], "tags": [1, 2, 0]}]
         preds = [{"prediction": [1, 2, 0]}]
     else:
         labels, examples = [], [{"source": "x y", "target": "x y"}]
@@ -162,7 +171,8 @@ def produced_metrics(task_cls: type, entry: TaskEntry) -> set[str]:
     try:
         task = task_cls(task_cls.Options(**entry.options), TaskSpec(kind=kind, labels=labels))
         scored = task.metrics(examples, preds)
-        return {k for k, v in scored.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        return {k.replace(_TYPE, "<TYPE>") for k, v in scored.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)}
     except Exception:  # noqa: BLE001 - a task that cannot score made-up data: its main metric at least
         return {task_cls.main_metric}
 
@@ -226,7 +236,7 @@ def _objective(schema: SweepSchema, tasks: list[TaskEntry], registry: Registry, 
     for entry in tasks:
         task_cls = registry.task(entry.name)
         produced = produced_metrics(task_cls, entry)
-        if name not in produced:
+        if not produces(produced, name):
             problems.append(f"{where(loc)}: 'sweep.metric': task '{entry.name}' does not produce '{name}'."
                             f"{did_you_mean(name, produced)} It produces: {', '.join(sorted(produced))}")
         elif name == task_cls.main_metric:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 import nlpkit
 from nlpkit.report.figures import slug
@@ -130,6 +131,7 @@ def _history(summary: dict[str, Any], path: Path) -> dict[str, str] | None:
         ys.append(best)
     ax.step(xs, ys, where="post", color="tab:red", label="best so far")
     ax.set_xlabel("trial")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"validation {summary['metric']}")
     ax.set_title(f"Optimisation history: {summary['study']}")
     ax.legend(fontsize="small")
@@ -145,11 +147,11 @@ def _importance(summary: dict[str, Any], path: Path) -> dict[str, str] | None:
     if not importance:
         return None
     names = sorted(importance, key=importance.get)
-    fig = Figure(figsize=(6.4, 0.6 + 0.45 * len(names)))
+    fig = Figure(figsize=(7.2, 1.2 + 0.45 * len(names)))
     ax = fig.subplots()
     ax.barh(names, [importance[n] for n in names])
     ax.set_xlabel("importance (optuna.importance; sums to 1)")
-    ax.set_title(f"Parameter importance: {summary['study']}")
+    ax.set_title(f"Parameter importance ({summary['entry']})")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
