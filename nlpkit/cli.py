@@ -57,6 +57,12 @@ def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool, res
     plan = load_recipe(recipe, list(overrides) + ([f"train.threads={threads}"] if threads else []))
     for warning in plan.warnings:
         click.secho(f"Warning: {warning}", fg="yellow", err=True)
+    sweep = None
+    if plan.schema.sweep is not None:  # a search over the recipe's settings (nlpkit/sweep), checked before anything
+        from nlpkit.plugins import registry
+        from nlpkit.sweep.schema import load_sweep
+
+        sweep = load_sweep(plan, registry())
     if dry_run:
         from nlpkit.run.folders import is_finished, saved_settings_hash
         from nlpkit.train.checkpoint import latest_step
@@ -72,8 +78,18 @@ def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool, res
             opts = {**spec.model_options, **spec.train.model_dump(exclude_defaults=True)}
             click.echo(f"  {spec.folder}  [{state}]  {spec.task.dataset}  {json.dumps(opts)}")
         _echo_resolved(plan)
+        if sweep:
+            click.echo("\n".join(sweep.describe()))
         return
     from nlpkit.run.engine import run_recipe
+
+    if sweep:  # the trials first; then the best settings' runs over best_seeds beside the recipe's own
+        import dataclasses
+
+        from nlpkit.sweep.driver import run_sweep
+
+        best, _ = run_sweep(plan, sweep, jobs=jobs, restart=restart, say=click.echo)
+        plan = dataclasses.replace(plan, runs=plan.runs + best)
 
     run_recipe(plan, force=force, echo=click.echo, restart=restart, jobs=jobs,
                finish=None if no_report else _write_reports)
@@ -252,7 +268,9 @@ def report(run_dirs: tuple[str, ...], out: str, formats: tuple[str, ...]) -> Non
     """Compare the finished runs in RUN_DIRS (run folders or folders above them, e.g. runs/agnews):
     tables of mean ± std over seeds, figures, significance tests and sample predictions."""
     from nlpkit.report.write import FORMATS, write_plugin_report
+    from nlpkit.sweep.section import register
 
+    register()  # a recipe's sweep section, where the runs' folders hold one (nlpkit/sweep)
     written = write_plugin_report(run_dirs, out, formats or FORMATS)
     click.echo(f"Report: {written}")
 

@@ -87,6 +87,8 @@ class RecipeSchema(BaseModel):
     models: dict[PlainName, dict[str, Any] | None]
     train: TrainOptions = TrainOptions()
     seeds: Seeds = [1]
+    sweep: dict[str, Any] | None = Field(None, description="A hyperparameter search over this recipe's settings "
+                                         "(nlpkit.sweep validates it); the recipe's own runs are unchanged by it.")
 
 
 @dataclass
@@ -101,6 +103,9 @@ class RunSpec:
     train: TrainOptions
     seed: int
     output: Path = field(default=Path("runs"))
+    # False for a sweep's trials: the test split is neither loaded nor predicted (selection sees validation only).
+    # Not a setting of the run (not in to_dict, not in its settings hash).
+    test_split: bool = True
 
     @property
     def name(self) -> str:
@@ -159,6 +164,7 @@ class Recipe:
     runs: list[RunSpec]
     reports: Path
     warnings: list[str] = field(default_factory=list)  # said before running: e.g. a --set that changes nothing
+    where: _Where | None = None  # says which file and line (or --set) a key path came from (e.g. for the sweep block)
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -224,7 +230,7 @@ def parse_recipe(
     for folder, base in [(spec.folder, spec.output) for spec in runs] + [(reports, Path(schema.reports))]:
         _inside(folder, base)
     return Recipe(name=name, path=path, schema=schema, runs=runs, reports=reports,
-                  warnings=shadowed_overrides(origin, schema))
+                  warnings=shadowed_overrides(origin, schema), where=where)
 
 
 def _inside(folder: Path, base: Path) -> None:

@@ -72,6 +72,8 @@ def load_runs(paths: Iterable[str | Path]) -> tuple[list[Run], list[Path]]:
             skipped.append(path)
             continue
         results = json.loads((path / "results.json").read_text(encoding="utf-8"))
+        if results.get("test_split") == "skipped":  # a sweep's trial (validation only): its sweep section shows it
+            continue
         runs.append(normalize({**results, "run_dir": str(path)}))
     return identify(runs), skipped
 

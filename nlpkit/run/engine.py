@@ -41,14 +41,16 @@ SPLITS = ("train", "validation", "test")
 log = logging.getLogger("nlpkit.run.engine")
 
 
-def load_splits(entry: TaskEntry, reg: Registry) -> tuple[Task, dict[str, list[dict]]]:
-    """The task (with its label set fitted on train) and its examples for every split."""
+def load_splits(entry: TaskEntry, reg: Registry,
+                splits: tuple[str, ...] = SPLITS) -> tuple[Task, dict[str, list[dict]]]:
+    """The task (with its label set fitted on train) and its examples for every split in ``splits`` (a sweep's
+    trials leave the test split out: it is never read for them)."""
     task_cls = reg.task(entry.name)
     dataset_cls = reg.dataset(entry.dataset)
     folder = data.data_dir(entry.dataset, entry.data_dir)
     dataset: Dataset = dataset_cls(dataset_cls.Options(**entry.dataset_options), folder)
     task: Task = task_cls(task_cls.Options(**entry.options))
-    raw = {split: dataset.load(split) for split in SPLITS}
+    raw = {split: dataset.load(split) for split in splits}
     for split, records in raw.items():
         if not records:
             raise NlpkitError(f"Dataset '{entry.dataset}' has no examples in its {split} split")
@@ -142,17 +144,18 @@ def _execute(spec: RunSpec, reg: Registry, cache: dict | None, restart: bool, me
     main = int(os.environ.get("RANK", "0")) == 0
     folder = spec.folder
     cache = cache if cache is not None else {}
-    key = (spec.task.model_dump_json(),)
+    splits = SPLITS if spec.test_split else tuple(s for s in SPLITS if s != "test")
+    key = (spec.task.model_dump_json(), splits)
     if key not in cache:  # the same task data serves every model and seed of a recipe
         cache.clear()
-        cache[key] = load_splits(spec.task, reg)
+        cache[key] = load_splits(spec.task, reg, splits)
     task, examples = cache[key]
     t = spec.train  # subsets: train sampled with the run's seed; validation and test with one seed for every run
     train_ex = data.subset(examples["train"], t.max_train_examples, spec.seed, t.subset)
     val_ex = data.subset(examples["validation"], t.max_eval_examples, 0, t.subset)
-    test_ex = data.subset(examples["test"], t.max_test_examples, 0, t.subset)
+    test_ex = data.subset(examples["test"], t.max_test_examples, 0, t.subset) if spec.test_split else []
     cut = [f"test split cut to {len(test_ex)} of {len(examples['test'])} examples (max_test_examples, {t.subset})"
-           ] if len(test_ex) < len(examples["test"]) else []
+           ] if spec.test_split and len(test_ex) < len(examples["test"]) else []
     settings = spec.settings_hash
 
     checkpoints = folder / "checkpoints"
@@ -170,8 +173,8 @@ def _execute(spec: RunSpec, reg: Registry, cache: dict | None, restart: bool, me
     log = MetricsLog(folder / "metrics.jsonl", enabled=main)
     fit = train(model, task, encoded["train"], encoded["validation"], val_ex, spec.train, spec.seed, log,
                 accelerator, precision, checkpoints, run=run, hooks=hooks)
-    predictions = predict(model, encoded["test"], spec.train, accelerator, final=True)
-    test_metrics = task.metrics(test_ex, predictions)
+    predictions = predict(model, encoded["test"], spec.train, accelerator, final=True) if spec.test_split else []
+    test_metrics = task.metrics(test_ex, predictions) if spec.test_split else {}
     details = test_metrics.pop("details", None)
     device = device_description(accelerator.device)
     results = {
@@ -193,7 +196,7 @@ def _execute(spec: RunSpec, reg: Registry, cache: dict | None, restart: bool, me
         "epochs": fit.epochs,
         "train_examples": len(train_ex),
         "test_examples": len(test_ex),
-        "test_examples_available": len(examples["test"]),
+        "test_examples_available": len(examples["test"]) if spec.test_split else None,
         "warnings": run_warnings(folder / "metrics.jsonl", task, test_ex, predictions, cut),
         "train_seconds": round(fit.train_seconds, 3),
         "train_examples_per_s": round(fit.examples / max(fit.train_seconds, 1e-9), 2),
@@ -213,13 +216,16 @@ def _execute(spec: RunSpec, reg: Registry, cache: dict | None, restart: bool, me
     }
     if fit.stopped_early:
         results["stopped_early"] = fit.stopped_early
+    if not spec.test_split:
+        results["test_split"] = "skipped"  # scored on validation only (a sweep trial); see folders.results_problem
     if main:
         if hooks:
             hooks.on_results(run=run, results=results)
         with disk_errors(folder / "model"):
             model.save(folder / "model")
-        write_jsonl(folder / "predictions.jsonl",
-                    [task.record(i, ex, p) for i, (ex, p) in enumerate(zip(test_ex, predictions))])
+        if spec.test_split:
+            write_jsonl(folder / "predictions.jsonl",
+                        [task.record(i, ex, p) for i, (ex, p) in enumerate(zip(test_ex, predictions))])
         write_json(folder / "results.json", results)  # last: marks the run finished
         checkpoint.clear(checkpoints)
     accelerator.wait_for_everyone()
@@ -325,7 +331,10 @@ def run_in_process(todo: list[tuple[int, RunSpec]], n: int, restart: bool, say: 
 def done_line(i: int, n: int, spec: RunSpec, res: dict[str, Any]) -> str:
     metric = res["main_metric"]
     procs = f", {res['processes']} processes" if res.get("processes", 1) > 1 else ""
-    return (f"[{i}/{n}] {spec.name}: test {metric} = {res['test'][metric]:.4f} ({res['train_seconds']:.0f}s, "
+    split = "validation" if res.get("test_split") == "skipped" else "test"  # a sweep's trial: validation only
+    stopped = f", {res['stopped_early']}" if split == "validation" and res.get("stopped_early") else ""
+    value = (res[split] or {})[metric]
+    return (f"[{i}/{n}] {spec.name}: {split} {metric} = {value:.4f} ({res['train_seconds']:.0f}s{stopped}, "
             f"{res['train_examples_per_s']:.1f} examples/s{procs}, {res['precision']})")
 
 

@@ -61,6 +61,12 @@ def results_problem(path: Path) -> str | None:
         return f"not JSON ({err})"
     if not isinstance(results, dict):
         return f"a JSON {type(results).__name__}, not an object"
+    if results.get("test_split") == "skipped":  # a sweep trial: scored on validation, the test split never read
+        validation = results.get("validation")
+        if isinstance(validation, dict) and any(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                for v in validation.values()):
+            return None
+        return "no validation metrics (a run that skipped the test split is scored on validation only)"
     test = results.get("test")
     if not isinstance(test, dict) or not any(isinstance(v, (int, float)) and not isinstance(v, bool)
                                              for v in test.values()):

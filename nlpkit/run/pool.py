@@ -112,23 +112,29 @@ def died(exitcode: int | None) -> str:
 
 
 def run_isolated(todo: list[tuple[int, RunSpec]], n: int, jobs: int, restart: bool,
-                 echo: Callable[[str], Any]) -> Any:
+                 echo: Callable[[str], Any], more: Callable[[], list[tuple[int, RunSpec]]] | None = None,
+                 done: Callable[[RunSpec, tuple], Any] | None = None) -> Any:
     """Run ``todo`` ((position, spec) pairs), each in a spawned child, ``jobs`` at a time; returns
-    :class:`nlpkit.run.engine.Outcome` (finished results, failed runs, the signal that stopped the recipe)."""
+    :class:`nlpkit.run.engine.Outcome` (finished results, failed runs, the signal that stopped the recipe).
+
+    For work decided as it goes (a sweep asks its study for the next trial when a slot frees): ``more()`` is asked
+    for further runs whenever a slot is free and ``todo`` is used up (an empty list: no more), and
+    ``done(spec, message)`` hears each run's outcome as its child ends (message: ("finished", results) |
+    ("failed", text) | ("interrupted", text, signum) | ("locked", text))."""
     import torch
 
     from nlpkit.run.engine import Outcome, done_line, first_line
     from nlpkit.run.folders import write_failure
 
     outcome = Outcome()
-    if not todo:
+    if not todo and more is None:
         return outcome
     gpus = torch.cuda.device_count()
-    jobs = max(1, min(jobs, len(todo)))
+    jobs = max(1, min(jobs, len(todo) if more is None else n))
     threads = max(1, cpu_cores() // jobs) if jobs > 1 else torch.get_num_threads()
     if jobs > 1:
         share = f"one GPU each of {gpus}" if gpus else f"{threads} CPU thread{'s' * (threads > 1)} each"
-        echo(f"Running {len(todo)} runs, {jobs} at a time ({share})")
+        echo(f"Running {len(todo) if more is None else n} runs, {jobs} at a time ({share})")
     ctx = mp.get_context("spawn")
     state = _State()
     queue = list(todo)
@@ -181,11 +187,17 @@ def run_isolated(todo: list[tuple[int, RunSpec]], n: int, jobs: int, restart: bo
             line = first_line(message[1])
             echo(f"[{i}/{n}] {spec.name}: failed: {line}")
             outcome.failed.append((spec.name, line))
+        if done is not None:
+            done(spec, message)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        while queue or state.running:
-            while queue and len(state.running) < jobs and not state.stopped:
+        while True:
+            while len(state.running) < jobs and not state.stopped:
+                if not queue and more is not None:
+                    queue.extend(more())
+                if not queue:
+                    break
                 start(*queue.pop(0))
             if state.stopped and queue:
                 for i, spec in queue:
