@@ -87,6 +87,9 @@ class RecipeSchema(BaseModel):
     models: dict[PlainName, dict[str, Any] | None]
     train: TrainOptions = TrainOptions()
     seeds: Seeds = [1]
+    track: list[str] = Field([], description="Experiment trackers that follow every run, e.g. [tensorboard, "
+                             "mlflow] (`nlpkit plugins` lists them; `nlpkit run --track` overrides). Not a setting: "
+                             "it leaves the settings hash, and so finished runs, alone.")
 
 
 @dataclass
@@ -101,6 +104,9 @@ class RunSpec:
     train: TrainOptions
     seed: int
     output: Path = field(default=Path("runs"))
+    # the trackers that follow the run: how it is watched, not what it computes, so not in to_dict() (nor in the
+    # settings hash or recipe.yaml); it travels with the spec to the run's own process
+    track: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
