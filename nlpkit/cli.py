@@ -93,6 +93,11 @@ def _write_reports(plan, say) -> None:
     if any(is_finished(folder) for folder in folders):
         say(f"Summary: {summarize(folders, plan.reports)}")
         say(f"Report: {write_plugin_report(folders, plan.reports)}")
+        if any(spec.track for spec in plan.runs):
+            from nlpkit.plugins import registry
+            from nlpkit.track.report import attach_report
+
+            attach_report(plan.runs, plan.reports, registry())
 
 
 def _echo_resolved(plan) -> None:

@@ -344,6 +344,11 @@ class Tracker:
     def end(self, status: str) -> None:
         """The run ended: "finished", "failed" or "interrupted" (it resumes when run again)."""
 
+    @classmethod
+    def attach(cls, folder: Path, files: dict[str, Path]) -> None:
+        """After the recipe's runs, from the ``nlpkit run`` process: add the comparison report's files (figures,
+        summary) to the tracked record of the finished run in ``folder``. Default: nothing to add them to."""
+
 
 def save_json(path: Path, obj: Any) -> None:
     """Write JSON atomically (temp file + rename)."""

@@ -5,7 +5,8 @@ recipe's runs (``sqlite:///<output>/<recipe>/mlflow.db``, artifacts in ``mlartif
 default, ``mlflow ui --backend-store-uri sqlite:///runs/<recipe>/mlflow.db`` shows it. The MLflow run is named like
 the nlpkit run; its params are the resolved settings with dotted keys; tags say task, model, plugin, seed, dataset,
 settings_hash (the seeds of one configuration share it) and provenance; metrics carry their steps; a finished run
-adds its model folder, results.json, recipe.yaml and metrics.jsonl as artifacts.
+adds its model folder, results.json, recipe.yaml and metrics.jsonl as artifacts, and the comparison report's
+figures and summary once ``nlpkit run`` wrote it (``report/``).
 
 Resume: the MLflow run id is kept in the run folder (tracking.json), and a resumed run continues that MLflow run.
 MLflow cannot delete single points, so a resumed run skips the points the interrupted attempt already logged
@@ -98,6 +99,21 @@ class MLflowTracker(nlpkit.Tracker):
 
     def end(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status=STATUS.get(status, "FAILED"))
+
+    @classmethod
+    def attach(cls, folder: Path, files: dict[str, Path]) -> None:
+        """The comparison report's figures and summary, under ``report/`` in the run's artifacts."""
+        from mlflow.tracking import MlflowClient
+
+        saved = recall(folder, cls.name)
+        if not saved:
+            return
+        client = MlflowClient(tracking_uri=saved["tracking_uri"])
+        for name, path in files.items():
+            if path.is_dir():
+                client.log_artifacts(saved["run_id"], str(path), artifact_path=f"report/{name}")
+            else:
+                client.log_artifact(saved["run_id"], str(path), artifact_path="report")
 
 
 def _experiment(client: Any, name: str, artifact_location: str | None) -> str:

@@ -15,7 +15,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from nlpkit.cli import main
 from nlpkit.config.recipe import load_recipe
 from nlpkit.errors import NlpkitError
+from nlpkit.plugins import registry
 from nlpkit.testing import install_package, one_module_plugin, plugins_on_path
+from nlpkit.track.report import attach_report
 from nlpkit.train.checkpoint import latest_step
 from nlpkit.train.log import MetricsLog
 
@@ -205,3 +207,19 @@ def test_a_missing_library_is_an_error_before_any_run_starts(broken_trackers, tm
     assert ("tracker 'needy' needs no_such_tracking_library: pip install no-such-tracking-library"
             in result.output)
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_comparison_report_is_attached_to_the_mlflow_run(tracked, tmp_path):
+    recipe, folder, _ = tracked
+    report = tmp_path / "report"
+    (report / "figures").mkdir(parents=True)
+    (report / "figures" / "learning_curves.png").write_bytes(b"\x89PNG not really")
+    (report / "summary.md").write_text("| model | accuracy |\n")
+    specs = load_recipe(recipe, ["track=[tensorboard, mlflow]"]).runs
+    attach_report(specs, report, registry())
+    saved = json.loads((folder / "tracking.json").read_text())["mlflow"]
+    client = MlflowClient(saved["tracking_uri"])
+    assert {a.path for a in client.list_artifacts(saved["run_id"], "report")} == {"report/figures",
+                                                                                   "report/summary.md"}
+    assert [a.path for a in client.list_artifacts(saved["run_id"], "report/figures")] == [
+        "report/figures/learning_curves.png"]
