@@ -66,7 +66,8 @@ def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool, res
         from nlpkit.run.folders import is_finished, saved_settings_hash
         from nlpkit.train.checkpoint import latest_step
 
-        click.echo(f"Recipe '{plan.name}': {len(plan.runs)} runs")
+        click.echo(f"Recipe '{plan.name}': {len(plan.runs)} runs" +
+                   (f", tracked by {', '.join(plan.runs[0].track)}" if plan.runs and plan.runs[0].track else ""))
         for spec in plan.runs:
             step = latest_step(spec.folder / "checkpoints")
             state = "finished" if is_finished(spec.folder) else f"resumes at step {step}" if step \

@@ -139,6 +139,8 @@ def test_tracking_leaves_the_settings_hash_and_finished_runs_alone(tracked):
     assert with_track.track == ["tensorboard", "mlflow"] and plain.track == []
     assert plain.settings_hash == with_track.settings_hash
     assert "tensorboard" not in (folder / "recipe.yaml").read_text()
+    plan = CliRunner().invoke(main, ["run", str(recipe), "--dry-run", "--track", "tensorboard"]).output
+    assert "1 runs, tracked by tensorboard" in plan and "[finished]" in plan, plan
     again = CliRunner().invoke(main, ["run", str(recipe), "--no-report"])  # the same run, not tracked now
     assert again.exit_code == 0 and "finished, skipping" in again.output, again.output
     assert [p.name for p in folder.parent.iterdir() if "classification-lstm-seed1" in p.name] == [folder.name]
