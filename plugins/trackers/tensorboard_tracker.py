@@ -43,12 +43,11 @@ class TensorBoardTracker(nlpkit.Tracker):
         self.writer.flush()
 
     def log_results(self, results: dict[str, Any]) -> None:
-        """The HParams tab: the run's flattened settings beside its test and best validation metrics."""
+        """The HParams tab: the run's flattened settings beside its test metrics (also scalars at the last step;
+        the validation curves already hold the best validation point)."""
         from torch.utils.tensorboard.summary import hparams
 
         metrics = {f"test/{k}": float(v) for k, v in (results.get("test") or {}).items() if _number(v)}
-        metrics |= {f"best_validation/{k}": float(v) for k, v in (results.get("validation") or {}).items()
-                    if _number(v)}
         params = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
                   for k, v in flatten(self.settings).items()}
         for summary in hparams(params, metrics):

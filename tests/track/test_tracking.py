@@ -111,7 +111,8 @@ def test_mlflow_continues_the_same_run_with_one_point_per_step(tracked):
     assert saved == before["mlflow"]
     assert saved["tracking_uri"] == f"sqlite:///{folder.parent.resolve() / 'mlflow.db'}"
     client = MlflowClient(saved["tracking_uri"])
-    assert client.get_experiment(saved["experiment_id"]).name == "tracked"
+    experiment = client.get_experiment(saved["experiment_id"])
+    assert experiment.name == "tracked" and experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert [r.info.run_id for r in client.search_runs([saved["experiment_id"]])] == [saved["run_id"]]
     run = client.get_run(saved["run_id"])
     assert run.info.run_name == "classification-lstm-seed1" and run.info.status == "FINISHED"
