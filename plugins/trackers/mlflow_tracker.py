@@ -124,9 +124,7 @@ def _experiment(client: Any, name: str, artifact_location: str | None) -> str:
             found = client.get_experiment_by_name(name)
             if found is not None:
                 return found.experiment_id
-            # the kind makes MLflow 3's UI open the experiment on its training-runs view, not the GenAI one
-            return client.create_experiment(name, artifact_location=artifact_location,
-                                            tags={"mlflow.experimentKind": "custom_model_development"})
+            return client.create_experiment(name, artifact_location=artifact_location)
         except Exception:
             if attempt == 4:
                 raise
