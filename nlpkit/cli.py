@@ -163,7 +163,8 @@ def _options_text(reg, name: str) -> str:
               help="Typed options of plugin NAME (type, default, allowed values, meaning), per task kind for a "
                    "model; `train`: the training keys; `task`: a task entry's keys.")
 def plugins(as_json: bool, options_of: str | None) -> None:
-    """List installed models, tasks and datasets, where each comes from, and which model serves which task."""
+    """List installed models, tasks, datasets and trackers, where each comes from, and which model serves which
+    task."""
     from nlpkit.plugins import registry
 
     reg = registry()
