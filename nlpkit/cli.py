@@ -1,4 +1,4 @@
-"""The command line: ``nlpkit run | plugins | predict | report``."""
+"""The command line: ``nlpkit run | plugins | predict | report | runs``."""
 
 from __future__ import annotations
 
@@ -46,15 +46,20 @@ def main() -> None:
                    "machine fewer threads can be much faster.")
 @click.option("--no-report", is_flag=True, help="Skip the summary and the comparison report after the runs "
               "(`nlpkit report` writes them later).")
+@click.option("--track", metavar="TRACKER[,TRACKER...]", default=None,
+              help="Experiment trackers that follow every run, e.g. tensorboard,mlflow (sets the recipe's track:; "
+                   "'' for none). Leaves settings hashes, and so finished runs, alone.")
 def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool, restart: bool, jobs: int,
-        threads: int | None, no_report: bool) -> None:
+        threads: int | None, no_report: bool, track: str | None) -> None:
     """Train and evaluate every model x task x seed of RECIPE, then write the comparison summary and report.
 
     Finished runs are skipped; an interrupted run resumes from its last checkpoint. Under
     `torchrun --nproc_per_node N -m nlpkit run ...` (or `accelerate launch`) every run trains with DDP."""
     from nlpkit.config.recipe import load_recipe
 
-    plan = load_recipe(recipe, list(overrides) + ([f"train.threads={threads}"] if threads else []))
+    trackers = None if track is None else "[" + ", ".join(t.strip() for t in track.split(",") if t.strip()) + "]"
+    plan = load_recipe(recipe, list(overrides) + ([f"train.threads={threads}"] if threads else [])
+                       + ([f"track={trackers}"] if trackers else []))
     for warning in plan.warnings:
         click.secho(f"Warning: {warning}", fg="yellow", err=True)
     sweep = None
@@ -67,7 +72,8 @@ def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool, res
         from nlpkit.run.folders import is_finished, saved_settings_hash
         from nlpkit.train.checkpoint import latest_step
 
-        click.echo(f"Recipe '{plan.name}': {len(plan.runs)} runs")
+        click.echo(f"Recipe '{plan.name}': {len(plan.runs)} runs" +
+                   (f", tracked by {', '.join(plan.runs[0].track)}" if plan.runs and plan.runs[0].track else ""))
         for spec in plan.runs:
             step = latest_step(spec.folder / "checkpoints")
             state = "finished" if is_finished(spec.folder) else f"resumes at step {step}" if step \
@@ -104,6 +110,11 @@ def _write_reports(plan, say) -> None:
     if any(is_finished(folder) for folder in folders):
         say(f"Summary: {summarize(folders, plan.reports)}")
         say(f"Report: {write_plugin_report(folders, plan.reports)}")
+        if any(spec.track for spec in plan.runs):
+            from nlpkit.plugins import registry
+            from nlpkit.track.report import attach_report
+
+            attach_report(plan.runs, plan.reports, registry())
 
 
 def _echo_resolved(plan) -> None:
@@ -168,7 +179,8 @@ def _options_text(reg, name: str) -> str:
               help="Typed options of plugin NAME (type, default, allowed values, meaning), per task kind for a "
                    "model; `train`: the training keys; `task`: a task entry's keys.")
 def plugins(as_json: bool, options_of: str | None) -> None:
-    """List installed models, tasks and datasets, where each comes from, and which model serves which task."""
+    """List installed models, tasks, datasets and trackers, where each comes from, and which model serves which
+    task."""
     from nlpkit.plugins import registry
 
     reg = registry()
@@ -180,6 +192,8 @@ def plugins(as_json: bool, options_of: str | None) -> None:
         "tasks": {n: {"source": reg.sources[("tasks", n)], "kind": c.kind, "main_metric": c.main_metric}
                   for n, c in reg.tasks.items()},
         "datasets": {n: {"source": reg.sources[("datasets", n)], "kind": c.kind} for n, c in reg.datasets.items()},
+        "trackers": {n: {"source": reg.sources[("trackers", n)], "needs": list(c.requires)}
+                     for n, c in reg.trackers.items()},
         "metrics": {n: {"source": reg.sources[("metrics", n)]} for n in reg.metrics},
         "failed": reg.failed,
         "clashes": {f"{kind[:-1]} {name}": sources for (kind, name), sources in reg.clashes.items()},
@@ -189,7 +203,7 @@ def plugins(as_json: bool, options_of: str | None) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    for kind in ("models", "tasks", "datasets", "metrics")[: 4 if reg.metrics else 3]:
+    for kind in ("models", "tasks", "datasets", "trackers", "metrics")[: 5 if reg.metrics else 4]:
         click.echo(f"{kind.capitalize()}:")
         for name, row in sorted(info[kind].items()):
             detail = ", ".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in row.items())
@@ -273,6 +287,32 @@ def report(run_dirs: tuple[str, ...], out: str, formats: tuple[str, ...]) -> Non
     register()  # a recipe's sweep section, where the runs' folders hold one (nlpkit/sweep)
     written = write_plugin_report(run_dirs, out, formats or FORMATS)
     click.echo(f"Report: {written}")
+
+
+@main.command()
+@click.argument("folders", nargs=-1, required=True, type=click.Path())
+@click.option("--changed", is_flag=True, help="Add the settings that differ between the listed runs (dotted keys).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV output.")
+def runs(folders: tuple[str, ...], changed: bool, as_json: bool, as_csv: bool) -> None:
+    """List the run folders under FOLDERS (e.g. runs/agnews): task, dataset, model, seed, status, main metric, time,
+    examples/s. `nlpkit runs diff A B` lists the settings and metrics in which run folders A and B differ."""
+    from nlpkit.report import runs_table
+
+    if folders[0] == "diff":
+        if len(folders) != 3:
+            raise NlpkitError("nlpkit runs diff takes two run folders: nlpkit runs diff A B")
+        found = runs_table.diff(folders[1], folders[2])
+        click.echo(json.dumps(found, indent=2, default=str) if as_json else
+                   runs_table.render_diff(folders[1], folders[2], found))
+        return
+    rows = runs_table.table(list(folders), changed)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+    elif as_csv:
+        click.echo(runs_table.render_csv(rows), nl=False)
+    else:
+        click.echo(runs_table.render_table(rows))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ Examples, per task kind (a task kind is the shape of the data; several tasks may
 Predictions use the same shapes: an int label, a list of tag ids (one per token), a string.
 Gold fields may be missing in examples given to ``encode`` at prediction time.
 
-:class:`RunContext` is what the lifecycle hooks (nlpkit/hookspecs.py) are told about a run.
+:class:`RunContext` is what the lifecycle hooks (nlpkit/hookspecs.py) are told about a run; a :class:`Tracker`
+follows one run for an experiment tracker (TensorBoard, MLflow, ...).
 """
 
 from __future__ import annotations
@@ -289,6 +290,8 @@ class RunContext:
     main_metric: str
     greater_is_better: bool
     is_main_process: bool = True
+    trackers: tuple[str, ...] = ()  # the trackers the run asked for (``track:`` / ``--track``), see :class:`Tracker`
+    resume_step: int = 0  # the checkpoint step the run resumes from (0: it starts from scratch)
     stop_reason: str | None = None  # set by stop()
     extra: dict[str, Any] = field(default_factory=dict)  # for plugins' own state
 
@@ -297,6 +300,54 @@ class RunContext:
         results.json records ``stopped_early: reason``. Called again, the first reason stays."""
         if self.stop_reason is None:
             self.stop_reason = str(reason) or "stopped by a plugin"
+
+
+class Tracker:
+    """A tracker plugin: sends one run to an experiment tracker (TensorBoard, MLflow, W&B, ...).
+
+    A run that asks for it (``track: [name]`` or ``nlpkit run --track name``) gets one instance on its main
+    process, built with its :class:`RunContext`, and nlpkit's tracking driver (nlpkit/track/hooks.py) calls, in
+    this order: ``start``, ``log_settings``, ``log_scalars`` (at every log step and evaluation; ``checkpoint``
+    after each checkpoint), ``log_results``, ``log_artifacts`` (a finished run only), ``end``. A method that
+    raises is reported once and the tracker is switched off for the rest of the run: tracking never fails a
+    run. What it must keep between a run's attempts (e.g. an id to resume) goes in the run folder
+    (``nlpkit.track.state``)."""
+
+    name: ClassVar[str]
+    requires: ClassVar[tuple[str, ...]] = ()  # importable modules it needs: checked before any run starts
+    install_hint: ClassVar[str] = "pip install -e '.[track]'"  # said when one of them is missing
+
+    def __init__(self, run: RunContext):
+        self.run = run
+
+    def start(self, resume_step: int) -> None:
+        """The run begins. ``resume_step`` 0: from scratch; else it resumes from the checkpoint of that step and
+        logs every step after it again, some of which the interrupted attempt may have logged already: they must
+        not appear twice (and none may go missing)."""
+
+    def log_settings(self, settings: dict[str, Any]) -> None:
+        """The resolved run (its recipe.yaml: task, model, model_options, train, seed...), nested."""
+
+    def log_scalars(self, step: int, scalars: dict[str, float]) -> None:
+        """Scalars at optimizer step ``step``, named by split: ``train/loss``, ``train/lr``, ``validation/accuracy``."""
+
+    def checkpoint(self, step: int) -> None:
+        """A resumable checkpoint of ``step`` is on disk: write out what is buffered, so that a crash after it
+        loses no point up to ``step`` (the resumed run logs only the steps after it)."""
+
+    def log_results(self, results: dict[str, Any]) -> None:
+        """The run's results (what results.json will hold: test metrics, timings, provenance)."""
+
+    def log_artifacts(self, files: dict[str, Path]) -> None:
+        """Files and folders of the finished run worth keeping with it, by name (``model``, ``results.json``)."""
+
+    def end(self, status: str) -> None:
+        """The run ended: "finished", "failed" or "interrupted" (it resumes when run again)."""
+
+    @classmethod
+    def attach(cls, folder: Path, files: dict[str, Path]) -> None:
+        """After the recipe's runs, from the ``nlpkit run`` process: add the comparison report's files (figures,
+        summary) to the tracked record of the finished run in ``folder``. Default: nothing to add them to."""
 
 
 def save_json(path: Path, obj: Any) -> None:

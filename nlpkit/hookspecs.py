@@ -45,6 +45,11 @@ def register_datasets(register: Callable[[type], None]) -> None:
 
 
 @hookspec
+def register_trackers(register: Callable[[type], None]) -> None:
+    """Register experiment trackers (subclasses of nlpkit.Tracker), used by runs that name them in ``track:``."""
+
+
+@hookspec
 def register_metrics(register: Callable[[str, Callable[[list[dict], list[dict]], float]], None]) -> None:
     """Register metrics: ``register("name", fn)`` with ``fn(examples, predictions) -> float`` (examples and
     predictions in the task kind's shapes, see nlpkit/contract.py). A task asks for them by name (e.g. a

@@ -16,11 +16,11 @@ from importlib.metadata import entry_points
 import pluggy
 
 from nlpkit import hookspecs
-from nlpkit.contract import TASK_KINDS, Dataset, Model, Task
+from nlpkit.contract import TASK_KINDS, Dataset, Model, Task, Tracker
 from nlpkit.errors import NlpkitError, not_found
 
 GROUP = "nlpkit"
-KINDS = {"models": Model, "tasks": Task, "datasets": Dataset}
+KINDS = {"models": Model, "tasks": Task, "datasets": Dataset, "trackers": Tracker}
 
 
 @dataclass
@@ -30,6 +30,7 @@ class Registry:
     models: dict[str, type[Model]] = field(default_factory=dict)
     tasks: dict[str, type[Task]] = field(default_factory=dict)
     datasets: dict[str, type[Dataset]] = field(default_factory=dict)
+    trackers: dict[str, type[Tracker]] = field(default_factory=dict)
     metrics: dict[str, Callable[[list[dict], list[dict]], float]] = field(default_factory=dict)
     sources: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> "dist version"
     failed: dict[str, str] = field(default_factory=dict)  # entry point -> error
@@ -56,6 +57,9 @@ class Registry:
 
     def dataset(self, name: str) -> type[Dataset]:
         return self.get("datasets", name)
+
+    def tracker(self, name: str) -> type[Tracker]:
+        return self.get("trackers", name)
 
     def metric(self, name: str) -> Callable[[list[dict], list[dict]], float]:
         return self.get("metrics", name)

@@ -21,6 +21,9 @@ def expand(name: str, schema: RecipeSchema, tasks: list[TaskEntry], registry: Re
     problems: list[str] = []
     shared = schema.train.model_dump(exclude_unset=True)
     kinds = {registry.tasks[e.name].kind for e in tasks if e.name in registry.tasks}
+    problems += [f"{where(('track', i))}: unknown tracker '{name}'.{did_you_mean(name, registry.trackers)} "
+                 f"Installed: {', '.join(sorted(registry.trackers)) or '(none)'}"
+                 for i, name in enumerate(schema.track) if name not in registry.trackers]
     for ti, entry in enumerate(tasks):
         tloc = ("task",) if schema.task is entry else ("tasks", ti - (1 if schema.task else 0))
         try:
@@ -78,7 +81,7 @@ def expand(name: str, schema: RecipeSchema, tasks: list[TaskEntry], registry: Re
             for seed in seeds:
                 runs.append(
                     RunSpec(name, entry, label, plugin, model_opts.model_dump(exclude_unset=True), train, seed,
-                            Path(schema.output))
+                            Path(schema.output), list(dict.fromkeys(schema.track)))
                 )
     if problems:
         raise NlpkitError("Invalid recipe:\n  " + "\n  ".join(dict.fromkeys(problems)))

@@ -89,6 +89,9 @@ class RecipeSchema(BaseModel):
     seeds: Seeds = [1]
     sweep: dict[str, Any] | None = Field(None, description="A hyperparameter search over this recipe's settings "
                                          "(nlpkit.sweep validates it); the recipe's own runs are unchanged by it.")
+    track: list[str] = Field([], description="Experiment trackers that follow every run, e.g. [tensorboard, "
+                             "mlflow] (`nlpkit plugins` lists them; `nlpkit run --track` overrides). Not a setting: "
+                             "it leaves the settings hash, and so finished runs, alone.")
 
 
 @dataclass
@@ -106,6 +109,9 @@ class RunSpec:
     # False for a sweep's trials: the test split is neither loaded nor predicted (selection sees validation only).
     # Not a setting of the run (not in to_dict, not in its settings hash).
     test_split: bool = True
+    # the trackers that follow the run: how it is watched, not what it computes, so not in to_dict() (nor in the
+    # settings hash or recipe.yaml); it travels with the spec to the run's own process
+    track: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:

@@ -27,6 +27,9 @@ from nlpkit.errors import NlpkitError
 from nlpkit.run.folders import results_problem
 
 Run = dict[str, Any]
+# Folders of experiment trackers' own stores (MLflow's artifacts, beside the runs): they hold copies of run files
+# (results.json, recipe.yaml) that are not runs of their own.
+TRACKER_STORES = {"mlartifacts", "mlruns"}
 
 
 def discover_runs(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
@@ -43,7 +46,7 @@ def discover_runs(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
         if not path.is_dir():
             raise NlpkitError(f"No such run folder: {path}")
         for folder, dirs, files in os.walk(path):
-            dirs.sort()
+            dirs[:] = sorted(d for d in dirs if d not in TRACKER_STORES)
             here = Path(folder).resolve()
             if "results.json" in files:
                 finished[here] = None

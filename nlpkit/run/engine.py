@@ -31,6 +31,7 @@ from nlpkit.plugins import Registry, plugin_manager, registry
 from nlpkit.run.diagnostics import run_warnings
 from nlpkit.run.folders import RunLocked, is_finished, run_lock, set_aside_changed, write_failure
 from nlpkit.run.provenance import data_provenance, provenance, versions
+from nlpkit.track.require import require_trackers
 from nlpkit.train import checkpoint
 from nlpkit.train.checkpoint import Interrupted
 from nlpkit.train.hardware import PeakMemory, device_description, resolve_device
@@ -87,13 +88,15 @@ def use_threads(threads: int | None) -> None:
     torch.set_num_threads(threads or _AMBIENT_THREADS[0])
 
 
-def run_context(spec: RunSpec, reg: Registry, main: bool) -> RunContext:
-    """What the lifecycle hooks are told about ``spec`` (the task's kind and metric come from its class)."""
+def run_context(spec: RunSpec, reg: Registry, main: bool, restart: bool = False) -> RunContext:
+    """What the lifecycle hooks are told about ``spec`` (the task's kind and metric come from its class), and the
+    checkpoint step it will resume from (``restart`` clears the checkpoints: none)."""
     task_cls = reg.task(spec.task.name)
+    resume = None if restart else checkpoint.latest_step(spec.folder / "checkpoints")
     return RunContext(settings=spec.to_dict(), folder=spec.folder, name=spec.name, task=spec.task.name,
                       task_kind=task_cls.kind, dataset=spec.task.dataset, model=spec.label, plugin=spec.model,
                       seed=spec.seed, main_metric=task_cls.main_metric, greater_is_better=task_cls.greater_is_better,
-                      is_main_process=main)
+                      is_main_process=main, trackers=tuple(spec.track), resume_step=resume or 0)
 
 
 def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = None,
@@ -115,7 +118,7 @@ def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = Non
             (folder / "failure.json").unlink(missing_ok=True)  # this attempt's outcome replaces the last one's
         run, hooks = None, None
         try:
-            run = run_context(spec, reg, main)
+            run = run_context(spec, reg, main, restart)
             hooks = plugin_manager().hook if main else None
             if hooks:
                 hooks.on_run_start(run=run)
@@ -255,6 +258,7 @@ def run_recipe(recipe: Recipe, force: bool = False, echo: Any = print, restart: 
         ranks = PartialState(cpu=resolve_device(recipe.runs[0].train.device).type == "cpu")  # as start_model
         ranks.wait_for_everyone()
     if main:
+        require_trackers({name for spec in recipe.runs for name in spec.track}, registry())
         set_aside_changed(recipe.runs, say)
     if world > 1:
         ranks.wait_for_everyone()

@@ -18,7 +18,7 @@ class TrainOptions(Options):
     """The one shared training recipe; any model entry may override any of these. Every field's range is
     checked when the recipe is read, before any run folder exists."""
 
-    epochs: float = _positive(3, "Passes over the training split (a fraction trains part of one); > 0.")
+    epochs: float = _positive(3.0, "Passes over the training split (a fraction trains part of one); > 0.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides "
                                   "epochs); >= 1, or null for no limit.")
     batch_size: int = Field(32, ge=1, description="Training examples per batch (per process); >= 1.")
