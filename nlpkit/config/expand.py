@@ -81,7 +81,7 @@ def expand(name: str, schema: RecipeSchema, tasks: list[TaskEntry], registry: Re
             for seed in seeds:
                 runs.append(
                     RunSpec(name, entry, label, plugin, model_opts.model_dump(exclude_unset=True), train, seed,
-                            Path(schema.output), list(dict.fromkeys(schema.track)))
+                            Path(schema.output), track=list(dict.fromkeys(schema.track)))
                 )
     if problems:
         raise NlpkitError("Invalid recipe:\n  " + "\n  ".join(dict.fromkeys(problems)))

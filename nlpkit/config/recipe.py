@@ -108,10 +108,10 @@ class RunSpec:
     output: Path = field(default=Path("runs"))
     # False for a sweep's trials: the test split is neither loaded nor predicted (selection sees validation only).
     # Not a setting of the run (not in to_dict, not in its settings hash).
-    test_split: bool = True
+    test_split: bool = field(default=True, kw_only=True)
     # the trackers that follow the run: how it is watched, not what it computes, so not in to_dict() (nor in the
     # settings hash or recipe.yaml); it travels with the spec to the run's own process
-    track: list[str] = field(default_factory=list)
+    track: list[str] = field(default_factory=list, kw_only=True)
 
     @property
     def name(self) -> str:

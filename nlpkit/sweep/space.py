@@ -35,7 +35,7 @@ def trial_spec(study: StudyPlan, values: dict[str, Any]) -> TrialSpec:
     base = study.base
     task, model_options, train = trial_settings(study, values)
     spec = TrialSpec(base.recipe, task, base.label, base.model, model_options, train, base.seed, base.output,
-                     test_split=False)
+                     test_split=False, track=base.track)
     spec.trial_hash = spec.settings_hash[:HASH_DIGITS]
     return spec
 
@@ -45,7 +45,8 @@ def best_specs(study: StudyPlan, values: dict[str, Any], seeds: list[int]) -> li
     entry ``<entry>-best``."""
     base = study.base
     task, model_options, train = trial_settings(study, values)
-    return [RunSpec(base.recipe, task, f"{base.label}-best", base.model, model_options, train, seed, base.output)
+    return [RunSpec(base.recipe, task, f"{base.label}-best", base.model, model_options, train, seed, base.output,
+                    track=base.track)
             for seed in seeds]
 
 
