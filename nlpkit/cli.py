@@ -46,8 +46,21 @@ def main() -> None:
                    "machine fewer threads can be much faster.")
 @click.option("--no-report", is_flag=True, help="Skip the summary and the comparison report after the runs "
               "(`nlpkit report` writes them later).")
+@click.option("--only", multiple=True, metavar="ID", help="Run only the run with this id (`nlpkit plan`); repeat "
+              "for several.")
+@click.option("--shard", metavar="I/N", help="Run only shard I of N (1 <= I <= N): the runs at positions I, I+N, "
+              "I+2N... of `nlpkit plan`; the N shards cover every run once.")
+@click.option("--launcher", default=None, metavar="NAME", help="Where the runs are carried out: local (default: "
+              "processes on this machine), slurm (submitit), ray, or a plugin's launcher.")
+@click.option("--launcher-options", metavar="K=V,...", help="The launcher's options (`nlpkit plan --launchers` "
+              "lists them).")
+@click.option("--slurm", "slurm_options", metavar="K=V,...", help="--launcher slurm with these options, e.g. "
+              "partition=gpu,gpus_per_run=1,time=04:00:00 (cluster=local: submitit's local executor).")
+@click.option("--ray", "ray_options", metavar="K=V,...", help="--launcher ray with these options, e.g. "
+              "address=auto,cpus_per_run=4 (default: a Ray instance on this machine).")
 def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool, restart: bool, jobs: int,
-        threads: int | None, no_report: bool) -> None:
+        threads: int | None, no_report: bool, only: tuple[str, ...], shard: str | None, launcher: str | None,
+        launcher_options: str | None, slurm_options: str | None, ray_options: str | None) -> None:
     """Train and evaluate every model x task x seed of RECIPE, then write the comparison summary and report.
 
     Finished runs are skipped; an interrupted run resumes from its last checkpoint. Under
@@ -73,10 +86,39 @@ def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool, res
             click.echo(f"  {spec.folder}  [{state}]  {spec.task.dataset}  {json.dumps(opts)}")
         _echo_resolved(plan)
         return
+    from nlpkit.launch.cli import launch_for
+
+    whole = plan
+    plan, launch = launch_for(plan, only, shard, launcher, jobs, launcher_options, slurm_options, ray_options)
     from nlpkit.run.engine import run_recipe
 
-    run_recipe(plan, force=force, echo=click.echo, restart=restart, jobs=jobs,
-               finish=None if no_report else _write_reports)
+    run_recipe(plan, force=force, echo=click.echo, restart=restart, jobs=jobs, launch=launch,
+               finish=None if no_report else lambda _, say: _write_reports(whole, say))
+
+
+@main.command("plan")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe key.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: one object per run.")
+@click.option("--only", multiple=True, metavar="ID", help="Only the run with this id; repeat for several.")
+@click.option("--shard", metavar="I/N", help="Only shard I of N (as `nlpkit run --shard`).")
+def plan_command(recipe: str, overrides: tuple[str, ...], as_json: bool, only: tuple[str, ...],
+                 shard: str | None) -> None:
+    """The runs of RECIPE: each one's id (for `nlpkit run --only ID`), folder, settings hash and status
+    (finished, unfinished: resumes at step N, failed: its error, to run)."""
+    from nlpkit.config.recipe import load_recipe
+    from nlpkit.launch.plan import plan_rows, select
+
+    plan = load_recipe(recipe, list(overrides))
+    rows = plan_rows(select(plan.runs, only, shard))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"Recipe '{plan.name}': {len(rows)} of {len(plan.runs)} runs")
+    width = max((len(r["id"]) for r in rows), default=0)
+    for row in rows:
+        detail = f" ({row['detail']})" if row["detail"] else ""
+        click.echo(f"  {row['id']:<{width}}  {row['settings_hash']}  {row['status']}{detail}  {row['folder']}")
 
 
 def _write_reports(plan, say) -> None:

@@ -16,11 +16,11 @@ from importlib.metadata import entry_points
 import pluggy
 
 from nlpkit import hookspecs
-from nlpkit.contract import TASK_KINDS, Dataset, Model, Task
+from nlpkit.contract import TASK_KINDS, Dataset, Launcher, Model, Task
 from nlpkit.errors import NlpkitError, not_found
 
 GROUP = "nlpkit"
-KINDS = {"models": Model, "tasks": Task, "datasets": Dataset}
+KINDS = {"models": Model, "tasks": Task, "datasets": Dataset, "launchers": Launcher}
 
 
 @dataclass
@@ -31,6 +31,7 @@ class Registry:
     tasks: dict[str, type[Task]] = field(default_factory=dict)
     datasets: dict[str, type[Dataset]] = field(default_factory=dict)
     metrics: dict[str, Callable[[list[dict], list[dict]], float]] = field(default_factory=dict)
+    launchers: dict[str, type[Launcher]] = field(default_factory=dict)
     sources: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> "dist version"
     failed: dict[str, str] = field(default_factory=dict)  # entry point -> error
     # (kind, name) -> every source registering that name, when there are several: the name is unusable
@@ -56,6 +57,9 @@ class Registry:
 
     def dataset(self, name: str) -> type[Dataset]:
         return self.get("datasets", name)
+
+    def launcher(self, name: str) -> type[Launcher]:
+        return self.get("launchers", name)
 
     def metric(self, name: str) -> Callable[[list[dict], list[dict]], float]:
         return self.get("metrics", name)

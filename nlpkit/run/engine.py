@@ -234,12 +234,15 @@ def in_process_requested() -> bool:
 
 def run_recipe(recipe: Recipe, force: bool = False, echo: Any = print, restart: bool = False,
                jobs: int = 1, finish: Callable[[Recipe, Callable[[str], Any]], Any] | None = None,
+               launch: Callable[[list[tuple[int, RunSpec]], int, bool, Any], Outcome] | None = None,
                ) -> list[dict[str, Any]]:
     """Run every run of the recipe, skipping finished ones and resuming interrupted ones (``restart``
     starts those over); each run in a fresh process of its own, ``jobs`` of them at a time (see nlpkit.run.pool).
     Then ``finish(recipe, say)`` on the main process, unless a signal stopped the recipe (the CLI writes the
     summary and the comparison report there: this layer knows nothing of reports). A failed run does not stop
-    the others; afterwards :class:`NlpkitError` names each failed run with its error."""
+    the others; afterwards :class:`NlpkitError` names each failed run with its error. ``launch(todo, total,
+    restart, say) -> Outcome`` carries the runs out instead of the local pool (``nlpkit run --launcher``, see
+    nlpkit.launch); under torchrun/accelerate every rank runs them in its own process, as before."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     main = int(os.environ.get("RANK", "0")) == 0
     say = echo if main else (lambda *_: None)  # under DDP only the main process talks
@@ -260,7 +263,9 @@ def run_recipe(recipe: Recipe, force: bool = False, echo: Any = print, restart: 
         if force and main:
             (spec.folder / "results.json").unlink(missing_ok=True)
         todo.append((i, spec))
-    if world > 1 or in_process_requested():
+    if launch is not None and world == 1:
+        outcome = launch(todo, len(recipe.runs), restart or force, say)
+    elif world > 1 or in_process_requested():
         outcome = run_in_process(todo, len(recipe.runs), restart or force, say)
     else:
         from nlpkit.run.pool import run_isolated

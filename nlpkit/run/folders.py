@@ -98,6 +98,18 @@ def run_status(folder: Path) -> str:
     return "not started"
 
 
+def failure_of(folder: Path) -> str | None:
+    """The error a failed run recorded in its failure.json ("Type: message"), or None when it holds none."""
+    path = Path(folder) / "failure.json"
+    if not path.exists():
+        return None
+    try:
+        failure = json.loads(path.read_text(encoding="utf-8"))
+        return f"{failure.get('type', 'Error')}: {failure.get('error', '')}"
+    except (OSError, ValueError, AttributeError) as err:
+        return f"failure.json unreadable ({err})"
+
+
 class RunLocked(NlpkitError):
     """Another process is working in this run folder."""
 

@@ -112,9 +112,10 @@ def died(exitcode: int | None) -> str:
 
 
 def run_isolated(todo: list[tuple[int, RunSpec]], n: int, jobs: int, restart: bool,
-                 echo: Callable[[str], Any]) -> Any:
+                 echo: Callable[[str], Any], on_outcome: Callable[[RunSpec, tuple], Any] | None = None) -> Any:
     """Run ``todo`` ((position, spec) pairs), each in a spawned child, ``jobs`` at a time; returns
-    :class:`nlpkit.run.engine.Outcome` (finished results, failed runs, the signal that stopped the recipe)."""
+    :class:`nlpkit.run.engine.Outcome` (finished results, failed runs, the signal that stopped the recipe).
+    ``on_outcome(spec, message)`` hears each run's outcome as its child reported it (the ``local`` launcher)."""
     import torch
 
     from nlpkit.run.engine import Outcome, done_line, first_line
@@ -168,6 +169,8 @@ def run_isolated(todo: list[tuple[int, RunSpec]], n: int, jobs: int, restart: bo
             except RunLocked:
                 pass
             message = ("failed", error)
+        if on_outcome is not None:
+            on_outcome(spec, message)
         kind = message[0]
         if kind == "finished":
             echo(done_line(i, n, spec, message[1]))
