@@ -18,7 +18,7 @@ import nlpkit
 from nlpkit.contract import Launcher, RunOutcome
 from nlpkit.launch.job import launch_environment, outcome_of, require, run_one
 from nlpkit.launch.launch import describe
-from nlpkit.run.pool import CHILD_SETUP
+from nlpkit.run import pool
 
 
 class RayOptions(nlpkit.Options):
@@ -50,7 +50,7 @@ class RayLauncher(Launcher):
             task = ray.remote(max_calls=1, max_retries=0, **resources)(run_one)
             env = launch_environment()
             threads = max(1, math.floor(o.cpus_per_run))
-            pending = {task.remote(spec, restart, threads, env["cwd"], env["environ"], list(CHILD_SETUP)):
+            pending = {task.remote(spec, restart, threads, env["cwd"], env["environ"], list(pool.CHILD_SETUP)):
                        (position, spec) for position, spec in runs}
             say(f"Running {len(runs)} runs as Ray tasks ({o.cpus_per_run:g} CPU, {o.gpus_per_run:g} GPU each; "
                 f"cluster: {ray.cluster_resources().get('CPU', 0):g} CPUs)")

@@ -24,7 +24,7 @@ import nlpkit
 from nlpkit.contract import Launcher, RunOutcome
 from nlpkit.launch.job import launch_environment, outcome_of, require, run_one
 from nlpkit.launch.launch import describe
-from nlpkit.run.pool import CHILD_SETUP
+from nlpkit.run import pool
 
 
 def minutes(text: str) -> int:
@@ -132,7 +132,7 @@ class SlurmLauncher(Launcher):
         first = runs[0][1]
         folder = Path(self.options.folder or first.output / first.recipe / ".submitit").absolute()
         executor = self.executor(folder / "%j")
-        job = RunJob(list(CHILD_SETUP))
+        job = RunJob(list(pool.CHILD_SETUP))
         env = launch_environment()
         threads = self.options.cpus_per_run
         queue = list(runs)
