@@ -14,7 +14,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ from nlpkit.plugins import Registry, plugin_manager, registry
 from nlpkit.run.diagnostics import run_warnings
 from nlpkit.run.folders import RunLocked, is_finished, run_lock, set_aside_changed, write_failure
 from nlpkit.run.provenance import data_provenance, provenance, versions
+from nlpkit.run.ranks import agree_with_rank_zero
 from nlpkit.train import checkpoint
 from nlpkit.train.checkpoint import Interrupted
 from nlpkit.train.hardware import PeakMemory, device_description, resolve_device
@@ -106,7 +107,14 @@ def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = Non
     use_threads(spec.train.threads)
     main = int(os.environ.get("RANK", "0")) == 0
     folder = spec.folder
-    with run_lock(folder) if main else nullcontext():
+    with ExitStack() as held:
+        locked = None
+        if main:
+            try:
+                held.enter_context(run_lock(folder))
+            except RunLocked as err:
+                locked = err
+        agree_with_rank_zero(locked)  # under DDP every rank skips a run held by another process, at once
         if is_finished(folder) and not restart and int(os.environ.get("WORLD_SIZE", "1")) == 1:
             return json.loads((folder / "results.json").read_text())  # another process finished it meanwhile
         if main:
@@ -251,10 +259,13 @@ def run_recipe(recipe: Recipe, force: bool = False, echo: Any = print, restart: 
     if world > 1:  # every rank must see the folders as they were before the main process moves any
         ranks = PartialState(cpu=resolve_device(recipe.runs[0].train.device).type == "cpu")  # as start_model
         ranks.wait_for_everyone()
+    found = None
     if main:
-        set_aside_changed(recipe.runs, say)
-    if world > 1:
-        ranks.wait_for_everyone()
+        try:
+            set_aside_changed(recipe.runs, say)
+        except Exception as err:  # noqa: BLE001 - said to every rank just below, then raised there
+            found = err
+    agree_with_rank_zero(found)  # under DDP: every rank stops with rank 0's error (a barrier, too)
     todo = []
     for i, spec in enumerate(recipe.runs, 1):
         if is_finished(spec.folder) and not force:
