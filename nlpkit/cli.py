@@ -52,8 +52,8 @@ def main() -> None:
               "I+2N... of `nlpkit plan`; the N shards cover every run once.")
 @click.option("--launcher", default=None, metavar="NAME", help="Where the runs are carried out: local (default: "
               "processes on this machine), slurm (submitit), ray, or a plugin's launcher.")
-@click.option("--launcher-options", metavar="K=V,...", help="The launcher's options (`nlpkit plan --launchers` "
-              "lists them).")
+@click.option("--launcher-options", metavar="K=V,...", help="The launcher's options (`nlpkit plugins --options "
+              "NAME` lists them).")
 @click.option("--slurm", "slurm_options", metavar="K=V,...", help="--launcher slurm with these options, e.g. "
               "partition=gpu,gpus_per_run=1,time=04:00:00 (cluster=local: submitit's local executor).")
 @click.option("--ray", "ray_options", metavar="K=V,...", help="--launcher ray with these options, e.g. "
@@ -169,15 +169,19 @@ def _options_text(reg, name: str) -> str:
                           *text(TrainOptions)])
     if name == "task":
         return "\n".join(["Keys of a task entry (task: or each item of tasks:):", *text(TaskEntry)])
-    found = [(kind, getattr(reg, kind)[name]) for kind in ("models", "tasks", "datasets") if name in getattr(reg, kind)]
+    kinds = ("models", "tasks", "datasets", "launchers")
+    found = [(kind, getattr(reg, kind)[name]) for kind in kinds if name in getattr(reg, kind)]
     if not found:
-        names = {n for kind in ("models", "tasks", "datasets") for n in getattr(reg, kind)} | {"train", "task"}
+        names = {n for kind in kinds for n in getattr(reg, kind)} | {"train", "task"}
         raise NlpkitError(f"No plugin named '{name}'.{did_you_mean(name, names)} Installed: {', '.join(sorted(names))}")
-    where = {"models": "models.<entry>", "tasks": "task.options", "datasets": "task.dataset_options"}
+    where = {"models": "models.<entry>", "tasks": "task.options", "datasets": "task.dataset_options",
+             "launchers": "--launcher-options k=v,..."}
     lines = []
     for kind, cls in found:
         source = reg.sources[(kind, name)]
-        lines.append(f"{kind[:-1].capitalize()} '{name}' ({source}): recipe keys under {where[kind]}")
+        keys = f"options: nlpkit run --launcher {name} {where[kind]}" if kind == "launchers" else \
+            f"recipe keys under {where[kind]}"
+        lines.append(f"{kind[:-1].capitalize()} '{name}' ({source}): {keys}")
         if kind == "models":
             for task_kind in cls.serves:
                 lines.append(f" for {task_kind} tasks:")
