@@ -27,7 +27,7 @@ def launch_for(plan: Recipe, only: tuple[str, ...], shard: str | None, launcher:
         chosen = ", ".join([f"--launcher {launcher}"] * bool(launcher) + [f"--{n}" for n in implied])
         raise NlpkitError(f"{chosen}: one launcher per command (--slurm and --ray each choose theirs)")
     name = launcher or (implied[0] if implied else "local")
-    texts = [(f"--{name}", named[name]) for name in [name] if named.get(name) is not None]
+    texts = [(f"--{name}", named[name])] if named.get(name) is not None else []
     texts += [("--launcher-options", launcher_options)] if launcher_options is not None else []
     if name == "local":
         if jobs > 1:

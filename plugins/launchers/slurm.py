@@ -22,6 +22,7 @@ from pydantic import Field, field_validator
 
 import nlpkit
 from nlpkit.contract import Launcher, RunOutcome
+from nlpkit.errors import NlpkitError
 from nlpkit.launch.job import launch_environment, outcome_of, require, run_one
 from nlpkit.launch.launch import describe
 from nlpkit.run import pool
@@ -120,7 +121,11 @@ class SlurmLauncher(Launcher):
             executor = submitit.LocalExecutor(folder, max_num_timeout=o.max_requeues)
             executor.update_parameters(**common)
             return executor
-        executor = submitit.SlurmExecutor(folder, max_num_timeout=o.max_requeues)
+        try:
+            executor = submitit.SlurmExecutor(folder, max_num_timeout=o.max_requeues)
+        except RuntimeError as err:  # no srun/sbatch on this machine
+            raise NlpkitError(f"--launcher slurm: no Slurm on this machine ({err}); run nlpkit on a Slurm login "
+                              "node, or try the jobs here with --slurm cluster=local") from None
         slurm = {"partition": o.partition, "account": o.account, "qos": o.qos, "constraint": o.constraint,
                  "cpus_per_task": o.cpus_per_run, "mem": o.mem, "array_parallelism": o.array_parallelism or 256,
                  "time": common.pop("timeout_min"), "gpus_per_node": common.pop("gpus_per_node") or None,
