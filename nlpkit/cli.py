@@ -70,6 +70,10 @@ def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool, res
     plan = load_recipe(recipe, list(overrides) + ([f"train.threads={threads}"] if threads else []))
     for warning in plan.warnings:
         click.secho(f"Warning: {warning}", fg="yellow", err=True)
+    from nlpkit.launch.cli import launch_for
+
+    whole = plan  # the report compares every finished run of the recipe, not only those run now
+    plan, launch = launch_for(plan, only, shard, launcher, jobs, launcher_options, slurm_options, ray_options)
     if dry_run:
         from nlpkit.run.folders import is_finished, saved_settings_hash
         from nlpkit.train.checkpoint import latest_step
@@ -86,10 +90,6 @@ def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool, res
             click.echo(f"  {spec.folder}  [{state}]  {spec.task.dataset}  {json.dumps(opts)}")
         _echo_resolved(plan)
         return
-    from nlpkit.launch.cli import launch_for
-
-    whole = plan
-    plan, launch = launch_for(plan, only, shard, launcher, jobs, launcher_options, slurm_options, ray_options)
     from nlpkit.run.engine import run_recipe
 
     run_recipe(plan, force=force, echo=click.echo, restart=restart, jobs=jobs, launch=launch,

@@ -3,6 +3,7 @@ launcher that carries them out."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -35,6 +36,9 @@ def launch_for(plan: Recipe, only: tuple[str, ...], shard: str | None, launcher:
     elif jobs > 1:
         raise NlpkitError(f"--jobs {jobs} is the local launcher's; the '{name}' launcher has options of its own "
                           "(--launcher-options)")
+    if name != "local" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise NlpkitError(f"--launcher {name} under torchrun/accelerate: each rank would launch every run; start "
+                          "the launcher without torchrun (a run's DDP is torchrun's job on the nodes it gives you)")
     reg = registry()
     if name == "local" and "local" not in reg.launchers and not texts:
         return plan, None  # plugins restricted (NLPKIT_PLUGINS) without the local launcher: the engine's own pool
