@@ -93,7 +93,15 @@ def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool, res
     from nlpkit.run.engine import run_recipe
 
     run_recipe(plan, force=force, echo=click.echo, restart=restart, jobs=jobs, launch=launch,
-               finish=None if no_report else lambda _, say: _write_reports(whole, say))
+               finish=None if no_report else lambda _, say: _write_reports(made(whole), say))
+
+
+def made(plan):
+    """The recipe cut to the runs whose folders exist: after --only/--shard the report compares every run made so
+    far, by this command or earlier ones, and skips those not made yet."""
+    from dataclasses import replace
+
+    return replace(plan, runs=[spec for spec in plan.runs if spec.folder.exists()])
 
 
 @main.command("plan")

@@ -52,8 +52,8 @@ class RayLauncher(Launcher):
             threads = max(1, math.floor(o.cpus_per_run))
             pending = {task.remote(spec, restart, threads, env["cwd"], env["environ"], list(pool.CHILD_SETUP)):
                        (position, spec) for position, spec in runs}
-            say(f"Running {len(runs)} runs as Ray tasks ({o.cpus_per_run:g} CPU, {o.gpus_per_run:g} GPU each; "
-                f"cluster: {ray.cluster_resources().get('CPU', 0):g} CPUs)")
+            say(f"Running {len(runs)} run{'s' * (len(runs) != 1)} as Ray tasks ({o.cpus_per_run:g} CPU, "
+                f"{o.gpus_per_run:g} GPU each; cluster: {ray.cluster_resources().get('CPU', 0):g} CPUs)")
             outcomes = []
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)

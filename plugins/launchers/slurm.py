@@ -144,8 +144,8 @@ class SlurmLauncher(Launcher):
         at_once = self.options.array_parallelism or (1 if self.options.cluster == "local" else len(runs))
         running: dict[Any, tuple[int, Any]] = {}
         outcomes: list[RunOutcome] = []
-        say(f"Submitting {len(runs)} runs to {'Slurm' if self.options.cluster == 'slurm' else 'submitit locally'}"
-            f" (jobs in {folder})")
+        where = "Slurm" if self.options.cluster == "slurm" else "submitit locally"
+        say(f"Submitting {len(runs)} run{'s' * (len(runs) != 1)} to {where} (jobs in {folder})")
         try:
             while queue or running:
                 batch = queue[: max(0, at_once - len(running))] if self.options.cluster == "local" else queue
