@@ -29,6 +29,7 @@ from nlpkit.errors import NlpkitError
 from nlpkit.files import disk_errors, write_json, write_jsonl, write_yaml
 from nlpkit.plugins import Registry, plugin_manager, registry
 from nlpkit.run.diagnostics import run_warnings
+from nlpkit.run.encoded import cache_folder, encode_splits, model_files_digest
 from nlpkit.run.folders import RunLocked, is_finished, run_lock, set_aside_changed, write_failure
 from nlpkit.run.provenance import data_provenance, provenance, versions
 from nlpkit.run.ranks import agree_with_rank_zero
@@ -173,8 +174,10 @@ def _execute(spec: RunSpec, reg: Registry, cache: dict | None, restart: bool, me
     model = start_model(model_cls, lambda: model_cls.create(task.spec, model_cls.Options(**spec.model_options),
                                                             train_ex), checkpoints, spec.train.device)
     accelerator, precision = make_accelerator(spec.train, type(model))  # create() may pick a per-kind class
-    encoded = {name: [model.encode(ex) for ex in exs] for name, exs in
-               (("train", train_ex), ("validation", val_ex), ("test", test_ex))}
+    splits = {"train": train_ex, "validation": val_ex, "test": test_ex}
+    identities = encoded_identities(spec, reg, model, checkpoints / "model", splits, examples) if cache_folder() \
+        else {}
+    encoded = encode_splits(model.encode, splits, identities, write=main)
     log = MetricsLog(folder / "metrics.jsonl", enabled=main)
     fit = train(model, task, encoded["train"], encoded["validation"], val_ex, spec.train, spec.seed, log,
                 accelerator, precision, checkpoints, run=run, hooks=hooks)
@@ -232,6 +235,20 @@ def _execute(spec: RunSpec, reg: Registry, cache: dict | None, restart: bool, me
         checkpoint.clear(checkpoints)
     accelerator.wait_for_everyone()
     return results
+
+
+def encoded_identities(spec: RunSpec, reg: Registry, model: Model, saved: Any, splits: dict[str, list[dict]],
+                       available: dict[str, list[dict]]) -> dict[str, dict[str, Any]]:
+    """What each split's encoded features depend on (see nlpkit.run.encoded): the data, the task, which examples
+    were taken, the model and its tokenizer files. The seed counts only where it sampled the training split."""
+    t = spec.train
+    common = {"data": data_source(spec.task, reg), "task": spec.task.model_dump(mode="json"), "model": spec.model,
+              "class": f"{type(model).__module__}.{type(model).__qualname__}", "options": spec.model_options,
+              "model_files": model_files_digest(saved)}
+    sampled = len(splits["train"]) < len(available["train"])
+    taken = {"train": (t.max_train_examples, t.subset, spec.seed if sampled else None),
+             "validation": (t.max_eval_examples, t.subset), "test": (t.max_test_examples, t.subset)}
+    return {split: {**common, "taken": taken[split], "examples": len(exs)} for split, exs in splits.items()}
 
 
 def in_process_requested() -> bool:
