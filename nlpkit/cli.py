@@ -219,6 +219,7 @@ def plugins(as_json: bool, options_of: str | None) -> None:
                   for n, c in reg.tasks.items()},
         "datasets": {n: {"source": reg.sources[("datasets", n)], "kind": c.kind} for n, c in reg.datasets.items()},
         "metrics": {n: {"source": reg.sources[("metrics", n)]} for n in reg.metrics},
+        "launchers": {n: {"source": reg.sources[("launchers", n)]} for n in reg.launchers},
         "failed": reg.failed,
         "clashes": {f"{kind[:-1]} {name}": sources for (kind, name), sources in reg.clashes.items()},
     }
@@ -227,7 +228,7 @@ def plugins(as_json: bool, options_of: str | None) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    for kind in ("models", "tasks", "datasets", "metrics")[: 4 if reg.metrics else 3]:
+    for kind in ["models", "tasks", "datasets"] + [k for k in ("metrics", "launchers") if info[k]]:
         click.echo(f"{kind.capitalize()}:")
         for name, row in sorted(info[kind].items()):
             detail = ", ".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in row.items())

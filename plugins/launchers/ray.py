@@ -43,6 +43,7 @@ class RayLauncher(Launcher):
         if started:
             ray.init(address=o.address, num_cpus=None if o.address else o.local_cpus, include_dashboard=False,
                      log_to_driver=True)
+        pending: dict[Any, tuple[int, Any]] = {}
         try:
             resources: dict[str, Any] = {"num_cpus": o.cpus_per_run, "num_gpus": o.gpus_per_run}
             if o.memory_gb:
@@ -50,8 +51,9 @@ class RayLauncher(Launcher):
             task = ray.remote(max_calls=1, max_retries=0, **resources)(run_one)
             env = launch_environment()
             threads = max(1, math.floor(o.cpus_per_run))
-            pending = {task.remote(spec, restart, threads, env["cwd"], env["environ"], list(pool.CHILD_SETUP)):
-                       (position, spec) for position, spec in runs}
+            for position, spec in runs:
+                ref = task.remote(spec, restart, threads, env["cwd"], env["environ"], list(pool.CHILD_SETUP))
+                pending[ref] = (position, spec)
             say(f"Running {len(runs)} run{'s' * (len(runs) != 1)} as Ray tasks ({o.cpus_per_run:g} CPU, "
                 f"{o.gpus_per_run:g} GPU each; cluster: {ray.cluster_resources().get('CPU', 0):g} CPUs)")
             outcomes = []
@@ -64,7 +66,7 @@ class RayLauncher(Launcher):
                     outcomes.append(got)
             return outcomes
         except KeyboardInterrupt:
-            for ref in locals().get("pending", {}):
+            for ref in pending:
                 ray.cancel(ref, force=True)
             raise
         finally:
