@@ -56,3 +56,14 @@ def test_a_missing_library_names_the_extra_to_install(tmp_path, monkeypatch, fla
     result = CliRunner().invoke(main, ["run", str(recipe), flag, ""])
     assert result.exit_code == 2, result.output
     assert f"pip install -e '.[{extra}]'" in result.output
+
+
+def test_plugins_lists_the_launchers_and_their_options():
+    import json
+
+    listed = CliRunner().invoke(main, ["plugins", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert {"local", "slurm", "ray"} <= set(json.loads(listed.output)["launchers"])
+    options = CliRunner().invoke(main, ["plugins", "--options", "slurm"])
+    assert options.exit_code == 0 and "nlpkit run --launcher slurm --launcher-options" in options.output
+    assert "partition" in options.output and "signal_delay_s" in options.output
