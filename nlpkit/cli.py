@@ -74,6 +74,9 @@ def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool, res
 
     whole = plan  # the report compares every finished run of the recipe, not only those run now
     plan, launch = launch_for(plan, only, shard, launcher, jobs, launcher_options, slurm_options, ray_options)
+    if not plan.runs:  # a job array larger than the matrix: its extra shards have nothing to do
+        click.echo(f"Shard {shard} of the recipe's {len(whole.runs)} runs holds none: nothing to run")
+        return
     if dry_run:
         from nlpkit.run.folders import is_finished, saved_settings_hash
         from nlpkit.train.checkpoint import latest_step

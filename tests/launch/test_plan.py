@@ -116,3 +116,8 @@ def test_launcher_options_are_checked_like_recipe_keys(recipe):
     assert result.exit_code == 2 and "expected key=value pairs" in result.output
     result = CliRunner().invoke(main, ["run", str(recipe), "--launcher", "ray", "--jobs", "2"])
     assert result.exit_code == 2 and "--jobs 2 is the local launcher's" in result.output
+
+
+def test_an_empty_shard_has_nothing_to_run_and_says_so(recipe):
+    result = CliRunner().invoke(main, ["run", str(recipe), "--shard", "7/8"])  # 6 runs: shards 7 and 8 are empty
+    assert result.exit_code == 0 and "Shard 7/8 of the recipe's 6 runs holds none: nothing to run" in result.output
