@@ -32,7 +32,7 @@ from nlpkit.run.diagnostics import run_warnings
 from nlpkit.run.encoded import cache_folder, encode_splits, model_files_digest
 from nlpkit.run.folders import RunLocked, is_finished, run_lock, set_aside_changed, write_failure
 from nlpkit.run.provenance import data_provenance, provenance, versions
-from nlpkit.run.ranks import agree_with_rank_zero
+from nlpkit.run.ranks import agree_with_rank_zero, leave_together
 from nlpkit.train import checkpoint
 from nlpkit.train.checkpoint import Interrupted
 from nlpkit.train.hardware import PeakMemory, device_description, resolve_device
@@ -303,6 +303,8 @@ def run_recipe(recipe: Recipe, force: bool = False, echo: Any = print, restart: 
         raise outcome.stopped
     if main and finish is not None:
         finish(recipe, say)
+    if world > 1:  # leave together: a rank that exits while another still talks to it can abort in gloo's teardown
+        leave_together()
     if outcome.failed:
         lines = "\n  ".join(f"{name}: {error}" for name, error in outcome.failed)
         raise NlpkitError(f"{len(outcome.failed)} of {len(todo)} runs failed (the others finished; failure.json "

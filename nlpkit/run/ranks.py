@@ -40,3 +40,17 @@ def agree_with_rank_zero(error: BaseException | None) -> None:
         if locked:
             raise RunLocked(message)
         raise NlpkitError(f"rank 0 stopped before training: {kind}: {message}")
+
+
+def leave_together() -> None:
+    """The end of a recipe under DDP: every rank waits for the others, then the process group is taken down on
+    all of them at once. Left to the interpreter's exit, gloo's teardown aborted a rank now and then ("terminate
+    called without an active exception", seen with a rank that skipped its only run); a barrier alone did not
+    prevent it."""
+    if not distributed():
+        return
+    from accelerate.state import AcceleratorState
+
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    AcceleratorState._reset_state(reset_partial_state=True)  # a later run in this process sets the group up again
