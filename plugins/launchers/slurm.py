@@ -65,7 +65,8 @@ class SlurmOptions(nlpkit.Options):
                                                                   "1 with cluster=local)")
     folder: str | None = Field(None, description="Folder for submitit's job files and logs (default: "
                                                   "<output>/<recipe>/.submitit)")
-    poll_s: float = Field(5.0, gt=0, description="Seconds between looks at the jobs' states")
+    poll_s: float | None = Field(None, gt=0, description="Seconds between looks at the jobs' states (default: 5 on "
+                                                         "Slurm, 0.5 with cluster=local)")
 
     @field_validator("time")
     @classmethod
@@ -162,7 +163,7 @@ class SlurmLauncher(Launcher):
                     say(describe(position, total, spec, got))
                     outcomes.append(got)
                 if running:
-                    time.sleep(self.options.poll_s if self.options.cluster == "slurm" else 0.2)
+                    time.sleep(self.options.poll_s or (5.0 if self.options.cluster == "slurm" else 0.5))
         except KeyboardInterrupt:
             for submitted in running:
                 submitted.cancel(check=False)
