@@ -49,8 +49,22 @@ def main() -> None:
 @click.option("--track", metavar="TRACKER[,TRACKER...]", default=None,
               help="Experiment trackers that follow every run, e.g. tensorboard,mlflow (sets the recipe's track:; "
                    "'' for none). Leaves settings hashes, and so finished runs, alone.")
+@click.option("--only", multiple=True, metavar="ID", help="Run only the run with this id (`nlpkit plan`); repeat "
+              "for several.")
+@click.option("--shard", metavar="I/N", help="Run only shard I of N (1 <= I <= N): the runs at positions I, I+N, "
+              "I+2N... of `nlpkit plan`; the N shards cover every run once.")
+@click.option("--launcher", default=None, metavar="NAME", help="Where the runs are carried out: local (default: "
+              "processes on this machine), slurm (submitit), ray, or a plugin's launcher.")
+@click.option("--launcher-options", metavar="K=V,...", help="The launcher's options (`nlpkit plugins --options "
+              "NAME` lists them).")
+@click.option("--slurm", "slurm_options", metavar="K=V,...", help="--launcher slurm with these options, e.g. "
+              "partition=gpu,gpus_per_run=1,time=04:00:00 (cluster=local: submitit's local executor).")
+@click.option("--ray", "ray_options", metavar="K=V,...", help="--launcher ray with these options, e.g. "
+              "address=auto,cpus_per_run=4 (default: a Ray instance on this machine).")
 def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool, restart: bool, jobs: int,
-        threads: int | None, no_report: bool, track: str | None) -> None:
+        threads: int | None, no_report: bool, track: str | None, only: tuple[str, ...], shard: str | None,
+        launcher: str | None, launcher_options: str | None, slurm_options: str | None,
+        ray_options: str | None) -> None:
     """Train and evaluate every model x task x seed of RECIPE, then write the comparison summary and report.
 
     Finished runs are skipped; an interrupted run resumes from its last checkpoint. Under
@@ -68,6 +82,16 @@ def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool, res
         from nlpkit.sweep.schema import load_sweep
 
         sweep = load_sweep(plan, registry())
+        if only or shard or launcher or launcher_options or slurm_options or ray_options:
+            raise NlpkitError("A recipe with a sweep: block runs its trials with this machine's pool (--jobs); "
+                              "--only, --shard and other launchers are for recipes without one")
+    from nlpkit.launch.cli import launch_for
+
+    whole = plan  # the report compares every finished run of the recipe, not only those run now
+    plan, launch = launch_for(plan, only, shard, launcher, jobs, launcher_options, slurm_options, ray_options)
+    if not plan.runs:  # a job array larger than the matrix: its extra shards have nothing to do
+        click.echo(f"Shard {shard} of the recipe's {len(whole.runs)} runs holds none: nothing to run")
+        return
     if dry_run:
         from nlpkit.run.folders import is_finished, saved_settings_hash
         from nlpkit.train.checkpoint import latest_step
@@ -96,9 +120,43 @@ def run(recipe: str, overrides: tuple[str, ...], dry_run: bool, force: bool, res
 
         best, _ = run_sweep(plan, sweep, jobs=jobs, restart=restart, say=click.echo)
         plan = dataclasses.replace(plan, runs=plan.runs + best)
+        whole = dataclasses.replace(whole, runs=whole.runs + best)
 
-    run_recipe(plan, force=force, echo=click.echo, restart=restart, jobs=jobs,
-               finish=None if no_report else _write_reports)
+    run_recipe(plan, force=force, echo=click.echo, restart=restart, jobs=jobs, launch=launch,
+               finish=None if no_report else lambda _, say: _write_reports(made(whole), say))
+
+
+def made(plan):
+    """The recipe cut to the runs whose folders exist: after --only/--shard the report compares every run made so
+    far, by this command or earlier ones, and skips those not made yet."""
+    from dataclasses import replace
+
+    return replace(plan, runs=[spec for spec in plan.runs if spec.folder.exists()])
+
+
+@main.command("plan")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe key.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: one object per run.")
+@click.option("--only", multiple=True, metavar="ID", help="Only the run with this id; repeat for several.")
+@click.option("--shard", metavar="I/N", help="Only shard I of N (as `nlpkit run --shard`).")
+def plan_command(recipe: str, overrides: tuple[str, ...], as_json: bool, only: tuple[str, ...],
+                 shard: str | None) -> None:
+    """The runs of RECIPE: each one's id (for `nlpkit run --only ID`), folder, settings hash and status
+    (finished, unfinished: resumes at step N, failed: its error, to run)."""
+    from nlpkit.config.recipe import load_recipe
+    from nlpkit.launch.plan import plan_rows, select
+
+    plan = load_recipe(recipe, list(overrides))
+    rows = plan_rows(select(plan.runs, only, shard))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"Recipe '{plan.name}': {len(rows)} of {len(plan.runs)} runs")
+    width = max((len(r["id"]) for r in rows), default=0)
+    for row in rows:
+        detail = f" ({row['detail']})" if row["detail"] else ""
+        click.echo(f"  {row['id']:<{width}}  {row['settings_hash']}  {row['status']}{detail}  {row['folder']}")
 
 
 def _write_reports(plan, say) -> None:
@@ -154,15 +212,19 @@ def _options_text(reg, name: str) -> str:
                           *text(TrainOptions)])
     if name == "task":
         return "\n".join(["Keys of a task entry (task: or each item of tasks:):", *text(TaskEntry)])
-    found = [(kind, getattr(reg, kind)[name]) for kind in ("models", "tasks", "datasets") if name in getattr(reg, kind)]
+    kinds = ("models", "tasks", "datasets", "launchers")
+    found = [(kind, getattr(reg, kind)[name]) for kind in kinds if name in getattr(reg, kind)]
     if not found:
-        names = {n for kind in ("models", "tasks", "datasets") for n in getattr(reg, kind)} | {"train", "task"}
+        names = {n for kind in kinds for n in getattr(reg, kind)} | {"train", "task"}
         raise NlpkitError(f"No plugin named '{name}'.{did_you_mean(name, names)} Installed: {', '.join(sorted(names))}")
-    where = {"models": "models.<entry>", "tasks": "task.options", "datasets": "task.dataset_options"}
+    where = {"models": "models.<entry>", "tasks": "task.options", "datasets": "task.dataset_options",
+             "launchers": "--launcher-options k=v,..."}
     lines = []
     for kind, cls in found:
         source = reg.sources[(kind, name)]
-        lines.append(f"{kind[:-1].capitalize()} '{name}' ({source}): recipe keys under {where[kind]}")
+        keys = f"options: nlpkit run --launcher {name} {where[kind]}" if kind == "launchers" else \
+            f"recipe keys under {where[kind]}"
+        lines.append(f"{kind[:-1].capitalize()} '{name}' ({source}): {keys}")
         if kind == "models":
             for task_kind in cls.serves:
                 lines.append(f" for {task_kind} tasks:")
@@ -195,6 +257,7 @@ def plugins(as_json: bool, options_of: str | None) -> None:
         "trackers": {n: {"source": reg.sources[("trackers", n)], "needs": list(c.requires)}
                      for n, c in reg.trackers.items()},
         "metrics": {n: {"source": reg.sources[("metrics", n)]} for n in reg.metrics},
+        "launchers": {n: {"source": reg.sources[("launchers", n)]} for n in reg.launchers},
         "failed": reg.failed,
         "clashes": {f"{kind[:-1]} {name}": sources for (kind, name), sources in reg.clashes.items()},
     }
@@ -203,7 +266,7 @@ def plugins(as_json: bool, options_of: str | None) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    for kind in ("models", "tasks", "datasets", "trackers", "metrics")[: 5 if reg.metrics else 4]:
+    for kind in ["models", "tasks", "datasets"] + [k for k in ("trackers", "metrics", "launchers") if info[k]]:
         click.echo(f"{kind.capitalize()}:")
         for name, row in sorted(info[kind].items()):
             detail = ", ".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in row.items())

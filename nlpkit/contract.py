@@ -353,3 +353,39 @@ class Tracker:
 def save_json(path: Path, obj: Any) -> None:
     """Write JSON atomically (temp file + rename)."""
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+# --- launchers: where a recipe's runs are carried out (nlpkit run --launcher NAME) -----------------------------
+
+
+@dataclass
+class RunOutcome:
+    """What became of one launched run, as its folder says (see ``nlpkit.run.folders.run_status``)."""
+
+    name: str  # the run's id: <task>-<model entry>-seed<k>
+    status: str  # "finished" | "failed" | "interrupted" (a checkpoint: it resumes) | "skipped" (not run)
+    results: dict[str, Any] | None = None  # results.json of a finished run
+    error: str = ""  # why it failed, was interrupted or skipped
+    signum: int = 0  # the signal that interrupted it
+
+
+class Launcher:
+    """A launcher plugin: carries out the runs ``nlpkit run`` hands it (in local processes, on a Slurm or a Ray
+    cluster, ...) and says what became of each. It only needs "run this RunSpec" (``nlpkit.launch.job.run_one``
+    does one run in whatever process it is called in) and "what happened" (read back from the run folder, so a
+    launcher never has to carry results over its own channels).
+
+    ``Options`` are the launcher's typed options (``nlpkit run --launcher NAME --launcher-options k=v,k=v``)."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type[Options]] = Options
+    extra: ClassVar[str | None] = None  # the pip extra its libraries come with, for the "not installed" message
+
+    def __init__(self, options: Options | None = None):
+        self.options = options if options is not None else self.Options()
+
+    def launch(self, runs: list[tuple[int, Any]], total: int, restart: bool, say: Any) -> list[RunOutcome]:
+        """Carry out ``runs`` ((position in the recipe, nlpkit.config.recipe.RunSpec) pairs, ``total`` runs in
+        the recipe, for "[i/total]" lines) and return one outcome per run. ``restart``: start unfinished runs
+        over instead of resuming them. ``say(line)`` reports progress on the command line."""
+        raise NotImplementedError

@@ -57,6 +57,12 @@ def register_metrics(register: Callable[[str, Callable[[list[dict], list[dict]],
 
 
 @hookspec
+def register_launchers(register: Callable[[type], None]) -> None:
+    """Register launcher classes (subclasses of nlpkit.contract.Launcher): where ``nlpkit run --launcher NAME``
+    carries out a recipe's runs (local processes, Slurm, Ray, ...)."""
+
+
+@hookspec
 def report_sections(task: str, runs: list[dict[str, Any]], out_dir: str) -> list[dict[str, Any]] | None:
     """Add sections to a comparison report: called once per task with that task's finished runs.
 

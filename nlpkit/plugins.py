@@ -16,11 +16,11 @@ from importlib.metadata import entry_points
 import pluggy
 
 from nlpkit import hookspecs
-from nlpkit.contract import TASK_KINDS, Dataset, Model, Task, Tracker
+from nlpkit.contract import TASK_KINDS, Dataset, Launcher, Model, Task, Tracker
 from nlpkit.errors import NlpkitError, not_found
 
 GROUP = "nlpkit"
-KINDS = {"models": Model, "tasks": Task, "datasets": Dataset, "trackers": Tracker}
+KINDS = {"models": Model, "tasks": Task, "datasets": Dataset, "trackers": Tracker, "launchers": Launcher}
 
 
 @dataclass
@@ -32,6 +32,7 @@ class Registry:
     datasets: dict[str, type[Dataset]] = field(default_factory=dict)
     trackers: dict[str, type[Tracker]] = field(default_factory=dict)
     metrics: dict[str, Callable[[list[dict], list[dict]], float]] = field(default_factory=dict)
+    launchers: dict[str, type[Launcher]] = field(default_factory=dict)
     sources: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> "dist version"
     failed: dict[str, str] = field(default_factory=dict)  # entry point -> error
     # (kind, name) -> every source registering that name, when there are several: the name is unusable
@@ -60,6 +61,9 @@ class Registry:
 
     def tracker(self, name: str) -> type[Tracker]:
         return self.get("trackers", name)
+
+    def launcher(self, name: str) -> type[Launcher]:
+        return self.get("launchers", name)
 
     def metric(self, name: str) -> Callable[[list[dict], list[dict]], float]:
         return self.get("metrics", name)

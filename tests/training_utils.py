@@ -98,3 +98,19 @@ jobs.CHILD_SETUP.append(functools.partial(signal_at_step, int(sys.argv[1]), int(
 from nlpkit.cli import main
 main(sys.argv[3:])
 """
+
+
+def signal_run_at_step(name: str, step: int, sig: int) -> None:
+    """As :func:`signal_at_step`, for the run called ``name`` only (its metrics.jsonl is under its folder): a
+    launcher's jobs all run the same setup, and one of them is to be preempted. The process sends ``sig`` to
+    itself, as a cluster sends a job its preemption signal."""
+    from nlpkit.train.log import MetricsLog
+
+    log = MetricsLog.__call__
+
+    def log_then_signal(self, **row):
+        log(self, **row)
+        if self.path.parent.name == name and row.get("split") == "train" and row.get("step") == step:
+            os.kill(os.getpid(), sig)
+
+    MetricsLog.__call__ = log_then_signal

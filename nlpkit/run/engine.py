@@ -14,7 +14,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,8 +29,10 @@ from nlpkit.errors import NlpkitError
 from nlpkit.files import disk_errors, write_json, write_jsonl, write_yaml
 from nlpkit.plugins import Registry, plugin_manager, registry
 from nlpkit.run.diagnostics import run_warnings
+from nlpkit.run.encoded import cache_folder, encode_splits, model_files_digest
 from nlpkit.run.folders import RunLocked, is_finished, run_lock, set_aside_changed, write_failure
 from nlpkit.run.provenance import data_provenance, provenance, versions
+from nlpkit.run.ranks import agree_with_rank_zero, leave_together
 from nlpkit.track.require import require_trackers
 from nlpkit.train import checkpoint
 from nlpkit.train.checkpoint import Interrupted
@@ -111,7 +113,14 @@ def execute(spec: RunSpec, reg: Registry | None = None, cache: dict | None = Non
     use_threads(spec.train.threads)
     main = int(os.environ.get("RANK", "0")) == 0
     folder = spec.folder
-    with run_lock(folder) if main else nullcontext():
+    with ExitStack() as held:
+        locked = None
+        if main:
+            try:
+                held.enter_context(run_lock(folder))
+            except RunLocked as err:
+                locked = err
+        agree_with_rank_zero(locked)  # under DDP every rank skips a run held by another process, at once
         if is_finished(folder) and not restart and int(os.environ.get("WORLD_SIZE", "1")) == 1:
             return json.loads((folder / "results.json").read_text())  # another process finished it meanwhile
         if main:
@@ -171,8 +180,10 @@ def _execute(spec: RunSpec, reg: Registry, cache: dict | None, restart: bool, me
     model = start_model(model_cls, lambda: model_cls.create(task.spec, model_cls.Options(**spec.model_options),
                                                             train_ex), checkpoints, spec.train.device)
     accelerator, precision = make_accelerator(spec.train, type(model))  # create() may pick a per-kind class
-    encoded = {name: [model.encode(ex) for ex in exs] for name, exs in
-               (("train", train_ex), ("validation", val_ex), ("test", test_ex))}
+    splits = {"train": train_ex, "validation": val_ex, "test": test_ex}
+    identities = encoded_identities(spec, reg, model, checkpoints / "model", splits, examples) if cache_folder() \
+        else {}
+    encoded = encode_splits(model.encode, splits, identities, write=main)
     log = MetricsLog(folder / "metrics.jsonl", enabled=main)
     fit = train(model, task, encoded["train"], encoded["validation"], val_ex, spec.train, spec.seed, log,
                 accelerator, precision, checkpoints, run=run, hooks=hooks)
@@ -235,6 +246,20 @@ def _execute(spec: RunSpec, reg: Registry, cache: dict | None, restart: bool, me
     return results
 
 
+def encoded_identities(spec: RunSpec, reg: Registry, model: Model, saved: Any, splits: dict[str, list[dict]],
+                       available: dict[str, list[dict]]) -> dict[str, dict[str, Any]]:
+    """What each split's encoded features depend on (see nlpkit.run.encoded): the data, the task, which examples
+    were taken, the model and its tokenizer files. The seed counts only where it sampled the training split."""
+    t = spec.train
+    common = {"data": data_source(spec.task, reg), "task": spec.task.model_dump(mode="json"), "model": spec.model,
+              "class": f"{type(model).__module__}.{type(model).__qualname__}", "options": spec.model_options,
+              "model_files": model_files_digest(saved)}
+    sampled = len(splits["train"]) < len(available["train"])
+    taken = {"train": (t.max_train_examples, t.subset, spec.seed if sampled else None),
+             "validation": (t.max_eval_examples, t.subset), "test": (t.max_test_examples, t.subset)}
+    return {split: {**common, "taken": taken[split], "examples": len(exs)} for split, exs in splits.items()}
+
+
 def in_process_requested() -> bool:
     """``NLPKIT_IN_PROCESS=1`` runs every run inside the ``nlpkit run`` process (debuggers, profilers,
     tests that patch nlpkit's functions); the default gives each run a fresh process."""
@@ -243,12 +268,15 @@ def in_process_requested() -> bool:
 
 def run_recipe(recipe: Recipe, force: bool = False, echo: Any = print, restart: bool = False,
                jobs: int = 1, finish: Callable[[Recipe, Callable[[str], Any]], Any] | None = None,
+               launch: Callable[[list[tuple[int, RunSpec]], int, bool, Any], Outcome] | None = None,
                ) -> list[dict[str, Any]]:
     """Run every run of the recipe, skipping finished ones and resuming interrupted ones (``restart``
     starts those over); each run in a fresh process of its own, ``jobs`` of them at a time (see nlpkit.run.pool).
     Then ``finish(recipe, say)`` on the main process, unless a signal stopped the recipe (the CLI writes the
     summary and the comparison report there: this layer knows nothing of reports). A failed run does not stop
-    the others; afterwards :class:`NlpkitError` names each failed run with its error."""
+    the others; afterwards :class:`NlpkitError` names each failed run with its error. ``launch(todo, total,
+    restart, say) -> Outcome`` carries the runs out instead of the local pool (``nlpkit run --launcher``, see
+    nlpkit.launch); under torchrun/accelerate every rank runs them in its own process, as before."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     main = int(os.environ.get("RANK", "0")) == 0
     say = echo if main else (lambda *_: None)  # under DDP only the main process talks
@@ -257,11 +285,14 @@ def run_recipe(recipe: Recipe, force: bool = False, echo: Any = print, restart: 
     if world > 1:  # every rank must see the folders as they were before the main process moves any
         ranks = PartialState(cpu=resolve_device(recipe.runs[0].train.device).type == "cpu")  # as start_model
         ranks.wait_for_everyone()
+    found = None
     if main:
-        require_trackers({name for spec in recipe.runs for name in spec.track}, registry())
-        set_aside_changed(recipe.runs, say)
-    if world > 1:
-        ranks.wait_for_everyone()
+        try:
+            require_trackers({name for spec in recipe.runs for name in spec.track}, registry())
+            set_aside_changed(recipe.runs, say)
+        except Exception as err:  # noqa: BLE001 - said to every rank just below, then raised there
+            found = err
+    agree_with_rank_zero(found)  # under DDP: every rank stops with rank 0's error (a barrier, too)
     todo = []
     for i, spec in enumerate(recipe.runs, 1):
         if is_finished(spec.folder) and not force:
@@ -270,7 +301,9 @@ def run_recipe(recipe: Recipe, force: bool = False, echo: Any = print, restart: 
         if force and main:
             (spec.folder / "results.json").unlink(missing_ok=True)
         todo.append((i, spec))
-    if world > 1 or in_process_requested():
+    if launch is not None and world == 1:
+        outcome = launch(todo, len(recipe.runs), restart or force, say)
+    elif world > 1 or in_process_requested():
         outcome = run_in_process(todo, len(recipe.runs), restart or force, say)
     else:
         from nlpkit.run.pool import run_isolated
@@ -280,6 +313,8 @@ def run_recipe(recipe: Recipe, force: bool = False, echo: Any = print, restart: 
         raise outcome.stopped
     if main and finish is not None:
         finish(recipe, say)
+    if world > 1:  # leave together: a rank that exits while another still talks to it can abort in gloo's teardown
+        leave_together()
     if outcome.failed:
         lines = "\n  ".join(f"{name}: {error}" for name, error in outcome.failed)
         raise NlpkitError(f"{len(outcome.failed)} of {len(todo)} runs failed (the others finished; failure.json "

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -104,8 +105,32 @@ def run_status(folder: Path) -> str:
     return "not started"
 
 
+def failure_of(folder: Path) -> str | None:
+    """The error a failed run recorded in its failure.json ("Type: message"), or None when it holds none."""
+    path = Path(folder) / "failure.json"
+    if not path.exists():
+        return None
+    try:
+        failure = json.loads(path.read_text(encoding="utf-8"))
+        return f"{failure.get('type', 'Error')}: {failure.get('error', '')}"
+    except (OSError, ValueError, AttributeError) as err:
+        return f"failure.json unreadable ({err})"
+
+
 class RunLocked(NlpkitError):
     """Another process is working in this run folder."""
+
+
+class NoLocks(NlpkitError):
+    """The run folder's file system refuses locks (NFS without a lock daemon, Lustre mounted without flock)."""
+
+    def __init__(self, folder: Path, err: OSError):
+        name = errno.errorcode.get(err.errno or 0, str(err.errno))
+        super().__init__(
+            f"Run folder {folder}: its file system does not support file locks (flock failed with {name}: "
+            f"{err.strerror}), so nlpkit cannot keep two processes from writing one run. Put output: on a file "
+            "system with locks (NFS: with its lock service, lockd/rpc.statd; Lustre: mounted with -o flock; "
+            "BeeGFS: tuneUseGlobalFileLocks), or on a local disk")
 
 
 @contextmanager
@@ -124,7 +149,10 @@ def run_lock(folder: Path) -> Iterator[None]:
             fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as err:
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                os.close(fd)
+                raise NoLocks(folder, err) from None
             owner = os.read(fd, 200).decode(errors="replace").strip()
             os.close(fd)
             raise RunLocked(f"Run folder {folder} is in use by process {owner or '?'}") from None

@@ -119,8 +119,8 @@ def run_isolated(todo: list[tuple[int, RunSpec]], n: int, jobs: int, restart: bo
 
     For work decided as it goes (a sweep asks its study for the next trial when a slot frees): ``more()`` is asked
     for further runs whenever a slot is free and ``todo`` is used up (an empty list: no more), and
-    ``done(spec, message)`` hears each run's outcome as its child ends (message: ("finished", results) |
-    ("failed", text) | ("interrupted", text, signum) | ("locked", text))."""
+    ``done(spec, message)`` hears each run's outcome as its child ends (sweeps, the ``local`` launcher; message:
+    ("finished", results) | ("failed", text) | ("interrupted", text, signum) | ("locked", text))."""
     import torch
 
     from nlpkit.run.engine import Outcome, done_line, first_line

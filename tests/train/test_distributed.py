@@ -8,6 +8,7 @@ would pick bf16 on CPUs with native bf16, whose rounding the comparison's tolera
 """
 
 import json
+import socket
 import subprocess
 
 import pytest
@@ -97,7 +98,7 @@ def runs(tmp_path_factory):
     recipe = write_recipe(root, RECIPE)
     driver = root / "driver.py"
     driver.write_text(DRIVER)
-    share_initial_model(recipe, [root / "two" / "runs", root / "one" / "runs"])
+    share_initial_model(recipe, [root / "two" / "runs", root / "one" / "runs", root / "nodes" / "runs"])
     out = root / "two"
     ddp = subprocess.Popen([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                             str(driver), str(out), str(out / "runs"), "run", str(recipe), "--set", f"output={out / 'runs'}", "--set", f"reports={out / 'runs'}/reports"], env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -107,7 +108,7 @@ def runs(tmp_path_factory):
     finally:
         output, _ = ddp.communicate(timeout=300)
     assert ddp.returncode == 0, output[-3000:]
-    return {"root": root, "one": single, "two": [record(root, "two", 0), record(root, "two", 1)],
+    return {"root": root, "recipe": recipe, "driver": driver, "one": single, "two": [record(root, "two", 0), record(root, "two", 1)],
             "weights": {"one": single.pop("weights"), "two": [torch.load(out / f"weights-rank{r}.pt") for r in (0, 1)]}}
 
 
@@ -188,6 +189,81 @@ def test_only_rank_zero_writes(runs):
     rank0, rank1 = runs["two"]
     assert rank1["writes"] == [] and rank1["saves"] == 0
     assert rank0["saves"] == 1 and any("results.json" in w for w in rank0["writes"])
+
+
+# --------------------------------------------------------------------- two nodes, by c10d rendezvous (multi-node)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_by_c10d_rendezvous_train_exactly_as_one_process(runs):
+    """Two torchrun invocations, one per "node" (``--nnodes 2 --nproc_per_node 1``), meet at a c10d rendezvous
+    on 127.0.0.1, as two machines of a cluster would: the run equals the 1-process run."""
+    root, port = runs["root"], free_port()
+    out = root / "nodes"
+    nodes = [subprocess.Popen([PYTHON, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                               "--node_rank", str(node), "--rdzv-backend", "c10d", "--rdzv-endpoint",
+                               f"127.0.0.1:{port}", "--rdzv-id", "nlpkit-test", str(runs["driver"]), str(out),
+                               str(out / "runs"), "run", str(runs["recipe"]), "--set", f"output={out / 'runs'}",
+                               "--set", f"reports={out / 'runs'}/reports"], env=env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for node in (0, 1)]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n---\n".join(o[-2000:] for o in outputs)
+    two, one = results(root, "nodes"), results(root, "one")
+    assert two["processes"] == 2 and two["steps"] == one["steps"] and two["best_step"] == one["best_step"]
+    assert two["test"] == pytest.approx(one["test"], abs=1e-6)
+    assert two["validation"] == pytest.approx(one["validation"], abs=1e-6)
+    rank0, rank1 = (torch.load(out / f"weights-rank{r}.pt") for r in (0, 1))
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    for k, v in runs["weights"]["one"].items():
+        torch.testing.assert_close(rank0[k], v, rtol=1e-4, atol=1e-5)
+    assert record(root, "nodes", 1)["writes"] == [], "only the global rank 0 writes"
+
+
+# ------------------------------------------------------------------ an error rank 0 finds reaches every rank
+
+
+def torchrun(tmp_path, recipe_text, timeout=120):
+    recipe = write_recipe(tmp_path, recipe_text)
+    out = tmp_path / "out"
+    return subprocess.run([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+                           "nlpkit", "run", str(recipe), "--set", f"output={out / 'runs'}",
+                           "--set", f"reports={out / 'reports'}"], env=env(), capture_output=True, text=True,
+                          timeout=timeout), out / "runs" / "tiny" / "classification-lstm-seed1"
+
+
+def test_a_run_held_by_another_process_is_skipped_by_every_rank_at_once(tmp_path):
+    """Only rank 0 takes the run folder's lock: when another process holds it, every rank must skip the run
+    together (the others would wait for rank 0 in the next collective while it went on)."""
+    from nlpkit.run.folders import run_lock
+
+    held = tmp_path / "out" / "runs" / "tiny" / "classification-lstm-seed1"
+    held.mkdir(parents=True)
+    with run_lock(held):
+        done, _ = torchrun(tmp_path, RECIPE.replace("epochs: 6", "epochs: 1"))
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "classification-lstm-seed1: skipped" in done.stdout and "in use by process" in done.stdout
+    assert [p.name for p in held.iterdir()] == [], "no rank touched the held run's folder"
+
+
+def test_changed_settings_rank_0_cannot_move_aside_stop_every_rank_with_its_error(tmp_path):
+    """Rank 0 moves a run made with other settings aside before anything trains; when it cannot (another process
+    holds that folder), every rank stops with its error instead of waiting for rank 0 at the next barrier."""
+    from nlpkit.run.folders import run_lock
+
+    old = tmp_path / "out" / "runs" / "tiny" / "classification-lstm-seed1"
+    old.mkdir(parents=True)
+    (old / "recipe.yaml").write_text("recipe: tiny\nseed: 1\ntrain: {lr: 0.5}\n")
+    with run_lock(old):
+        done, _ = torchrun(tmp_path, RECIPE)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 2, done.stderr[-3000:]  # each rank says it: rank 1 heard it from rank 0
+    assert errors[0] == errors[1] and "is in use by process" in errors[0]  # the holder's host:pid, as rank 0 saw it
 
 
 # ----------------------------------------------------------------------------------- a saved fast-layout BERT

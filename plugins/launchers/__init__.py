@@ -1,0 +1,1 @@
+"""Built-in launchers (``nlpkit run --launcher NAME``): local processes, Slurm (submitit), Ray."""
