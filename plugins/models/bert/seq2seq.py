@@ -125,7 +125,7 @@ class BertSeq2Seq(Seq2SeqModel):
         ids, lengths = batch["source"], batch["source_lengths"]
         mask = torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths.to(ids.device)[:, None]
         if self.bottom is not None:
-            below = self.bottom(ids, lengths.tolist()).to(ids.device)
+            below = self.bottom(ids, lengths.tolist())  # on ids.device already
             states = self.encoder.states(ids, mask.long(), first=self.bottom.layers, below=below)
         else:
             states = self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state
