@@ -85,6 +85,15 @@ class Model(nn.Module):
     # collate() entries the loop leaves on the CPU when training on a GPU (e.g. lengths for pack_padded_sequence,
     # which wants them there: moving them back inside the step would make the CPU wait for the GPU)
     host_inputs: ClassVar[tuple[str, ...]] = ()
+    # Training options this model trains well with where a recipe sets none (the recipe's ``train:`` block and the
+    # model entry win), by task kind, "*" for every kind: a pretrained encoder fine-tunes at lr 2e-5, a recurrent
+    # model from scratch learns at 3e-3, and no one global default serves both (issue #23).
+    train_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @classmethod
+    def train_defaults_for(cls, kind: str) -> dict[str, Any]:
+        return {**cls.train_defaults.get("*", {}), **cls.train_defaults.get(kind, {})}
+
     # A plugin may hand task kinds to other classes ("module:Class", imported only when a run needs it);
     # its create()/load() ask kind_class() first. Read from the plugin class itself, not its subclasses.
     per_kind: ClassVar[dict[str, str]] = {}

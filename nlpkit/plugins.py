@@ -47,7 +47,11 @@ class Registry:
                 "uninstall one of these packages, or load one with NLPKIT_PLUGINS=<entry point>,..."
             )
         if name not in table:
-            raise not_found(kind, name, table)
+            err = not_found(kind, name, table)
+            if self.failed:  # the plugin that registers it may be one of them: say so, not only "can't find"
+                failures = "; ".join(f"'{ep}' ({why[:200]})" for ep, why in sorted(self.failed.items()))
+                err = NlpkitError(f"{err} Plugins that failed to load (one may provide it): {failures}")
+            raise err
         return table[name]
 
     def model(self, name: str) -> type[Model]:

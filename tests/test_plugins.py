@@ -207,6 +207,9 @@ def test_plugin_that_fails_to_import_is_skipped_and_named(site, tmp_path, monkey
     assert "skipping plugin 'broken' (nlpkit-broken 0.3.0): ImportError: needs libfoo" in capsys.readouterr().err
     listing = CliRunner().invoke(main, ["plugins"])
     assert "Failed to load plugin 'broken': ImportError: needs libfoo" in listing.output
+    with pytest.raises(NlpkitError, match=r"Can't find 'brokn' in models\..*failed to load.*"
+                                          r"'broken' \(ImportError: needs libfoo\)"):
+        reg.model("brokn")  # the model a recipe names may be the broken plugin's: the miss says it failed
     monkeypatch.setenv("NLPKIT_STRICT_PLUGINS", "1")
     with pytest.raises(NlpkitError, match=r"Plugin 'broken' \(nlpkit-broken 0.3.0\) failed to load"):
         load_registry()

@@ -67,7 +67,13 @@ def expand(name: str, schema: RecipeSchema, tasks: list[TaskEntry], registry: Re
                 )
                 continue
             train_keys = set(TrainOptions.model_fields)
-            train_values = {**shared, **{k: v for k, v in options.items() if k in train_keys}}
+            defaults = model_cls.train_defaults_for(task_cls.kind)
+            wrong = sorted(set(defaults) - train_keys)
+            if wrong:
+                problems.append(f"{where(mloc)}: model plugin '{plugin}' declares train_defaults that are not train "
+                                f"options: {', '.join(wrong)} (a bug in the plugin)")
+                continue
+            train_values = {**defaults, **shared, **{k: v for k, v in options.items() if k in train_keys}}
             opts_cls = model_cls.options_for(task_cls.kind)
             # a key for another kind of this recipe's tasks (e.g. crf beside a classification task) skips this run
             model_values = {k: v for k, v in options.items() if k not in train_keys

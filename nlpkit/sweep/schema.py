@@ -78,7 +78,8 @@ class SweepSchema(BaseModel):
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     pruner: Literal["median", "none"] = "median"
     pruner_startup_trials: int = Field(5, ge=0, description="Trials that finish before the pruner stops any.")
-    pruner_warmup_steps: int = Field(0, ge=0, description="Optimizer steps of a trial before it may be pruned.")
+    pruner_warmup_steps: int = Field(0, ge=0, description="Optimizer steps a trial trains before it may be pruned "
+                                     "(an evaluation at exactly this step may prune it).")
     parameters: dict[str, Parameter] = Field(min_length=1)
     best_seeds: Seeds | None = Field(None, description="Seeds for the best settings' runs; default: the recipe's.")
     storage: str | None = Field(None, min_length=1, description="An Optuna storage URL (e.g. sqlite:///sweep.db, "

@@ -117,6 +117,34 @@ def test_incompatible_pair_refused_before_training(tmp_path):
         parse_recipe(text, tmp_path / "r.yaml", registry=fake)
 
 
+def test_model_train_defaults_apply_where_the_recipe_sets_nothing(tmp_path):
+    """bert fine-tunes at 2e-5 and lstm learns at 3e-3 with no lr in the recipe; a train: block or a model entry
+    wins over a model's default; a default for another task kind does not apply."""
+    bare = GOOD.replace("lstm: {epochs: 2, lr: 3.0e-3}", "lstm: {epochs: 2}").replace("{lr: 2e-5, batch_size: 8}",
+                                                                                       "{batch_size: 8}")
+    lstm, bert = (load_recipe(write(tmp_path, bare)).runs[i] for i in (0, 2))
+    assert (lstm.train.lr, bert.train.lr) == (3e-3, 2e-5)
+    shared = load_recipe(write(tmp_path, bare.replace("batch_size: 16", "batch_size: 16\n  lr: 1.0e-4"))).runs
+    assert {r.train.lr for r in shared} == {1e-4}
+    entry = load_recipe(write(tmp_path, bare.replace("{batch_size: 8}", "{batch_size: 8, lr: 5.0e-5}"))).runs
+    assert (entry[0].train.lr, entry[2].train.lr) == (3e-3, 5e-5)
+
+    class Picky(Model):
+        name = "picky"
+        serves = ("classification",)
+        train_defaults = {"*": {"batch_size": 4}, "seq2seq": {"lr": 0.5}, "classification": {"warmup": 0.2}}
+
+    reg = registry()
+    fake = Registry(models={**reg.models, "picky": Picky}, tasks=reg.tasks, datasets=reg.datasets)
+    run = parse_recipe(GOOD.replace("lstm: {epochs: 2, lr: 3.0e-3}", "picky: {}").replace("batch_size: 16", "log_every: 5"),
+                       tmp_path / "r.yaml", registry=fake).runs[0]
+    assert (run.train.batch_size, run.train.warmup, run.train.lr) == (4, 0.2, 1e-3)
+    Picky.train_defaults = {"*": {"learning_rate": 0.1}}
+    with pytest.raises(NlpkitError, match="line 6: model plugin 'picky' declares train_defaults that are not train "
+                                          "options: learning_rate"):
+        parse_recipe(GOOD.replace("lstm: {epochs: 2, lr: 3.0e-3}", "picky: {}"), tmp_path / "r.yaml", registry=fake)
+
+
 def test_not_yaml_and_no_models(tmp_path):
     with pytest.raises(NlpkitError, match="not valid YAML"):
         load_recipe(write(tmp_path, "models: [unclosed"))

@@ -47,6 +47,9 @@ class BertModel(Model):
     Options = BertOptions
     kind_options: dict[str, type[Options]] = {"classification": BertClassificationOptions,
                                               "tagging": BertTaggingOptions, "seq2seq": BertSeq2SeqOptions}
+    # Fine-tuning wants a small lr (the pretrained weights already know the language); for translation the run's
+    # lr is the decoder's, trained from scratch (the encoder takes encoder_lr)
+    train_defaults = {"*": {"lr": 2e-5}, "seq2seq": {"lr": 3e-3}}
     per_kind = {"tagging": "nlpkit_plugins.models.bert.tagger:BertTagger",
                 "seq2seq": "nlpkit_plugins.models.bert.seq2seq:BertSeq2Seq"}
 

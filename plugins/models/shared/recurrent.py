@@ -24,6 +24,7 @@ class RecurrentModel(Model):
 
     serves = ("classification",)
     Options = RecurrentOptions
+    train_defaults = {"*": {"lr": 3e-3}}  # from scratch: every shipped recipe trains them at 3e-3
     host_inputs = ("lengths",)  # packing reads them on the CPU
 
     def __init__(self, spec: TaskSpec, options: RecurrentOptions, tokenizer: Tokenizer):
