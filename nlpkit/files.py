@@ -29,6 +29,7 @@ _WHY = {
     errno.EROFS: "the file system is read-only: choose another output folder",
     errno.EACCES: "permission denied: make the folder writable or choose another output folder",
     errno.EPERM: "permission denied: make the folder writable or choose another output folder",
+    errno.ENOTDIR: "a part of that path is a file, not a folder: choose another output folder",
 }
 
 

@@ -244,6 +244,19 @@ def test_a_full_disk_during_a_run_ends_in_a_message_not_a_traceback(tmp_path, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "recipe.yaml"]  # nothing beside the output
 
 
+@pytest.mark.parametrize("key", ["output", "reports"])
+def test_an_output_folder_that_cannot_be_made_is_said_before_any_run_trains(tmp_path, key):
+    (tmp_path / "blocker").write_text("a file, not a folder")  # below a file: unwritable even for root
+    folders = {"output": tmp_path / "runs", "reports": tmp_path / "reports", key: tmp_path / "blocker" / "sub"}
+    recipe = write(tmp_path, GOOD + f"output: {folders['output']}\nreports: {folders['reports']}\n")
+    result = CliRunner().invoke(main, ["run", str(recipe)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "training" not in result.output and "runs failed" not in result.output, result.output
+    assert f"Could not create {tmp_path / 'blocker' / 'sub'}" in result.output
+    assert "is a file, not a folder" in result.output and "Nothing finished was harmed" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "recipe.yaml"]  # nothing created
+
+
 def test_a_manifest_of_the_wrong_shape_is_skipped_and_the_resume_step_is_the_real_one(tmp_path, caplog):
     folder = tmp_path / "checkpoints"
     for step in (2, 4):

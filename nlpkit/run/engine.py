@@ -30,7 +30,7 @@ from nlpkit.files import disk_errors, write_json, write_jsonl, write_yaml
 from nlpkit.plugins import Registry, plugin_manager, registry
 from nlpkit.run.diagnostics import run_warnings
 from nlpkit.run.encoded import cache_folder, encode_splits, model_files_digest
-from nlpkit.run.folders import RunLocked, is_finished, run_lock, set_aside_changed, write_failure
+from nlpkit.run.folders import RunLocked, check_creatable, is_finished, run_lock, set_aside_changed, write_failure
 from nlpkit.run.provenance import data_provenance, provenance, versions
 from nlpkit.run.ranks import agree_with_rank_zero, leave_together
 from nlpkit.track.require import require_trackers
@@ -289,6 +289,9 @@ def run_recipe(recipe: Recipe, force: bool = False, echo: Any = print, restart: 
     if main:
         try:
             require_trackers({name for spec in recipe.runs for name in spec.track}, registry())
+            will_write = [spec.folder for spec in recipe.runs if force or not (spec.folder / "results.json").exists()]
+            for folder in will_write + ([recipe.reports] if finish else []):
+                check_creatable(folder)  # a folder that cannot be written is said before any run trains
             set_aside_changed(recipe.runs, say)
         except Exception as err:  # noqa: BLE001 - said to every rank just below, then raised there
             found = err

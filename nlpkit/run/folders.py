@@ -35,7 +35,7 @@ from pydantic import ValidationError
 
 from nlpkit.config.recipe import RunSpec, settings_hash
 from nlpkit.errors import NlpkitError
-from nlpkit.files import disk_errors, write_json
+from nlpkit.files import disk_error, disk_errors, write_json
 from nlpkit.train.options import TrainOptions
 
 log = logging.getLogger("nlpkit.run.folders")
@@ -89,6 +89,28 @@ def is_finished(folder: Path) -> bool:
         _warned.add(path)
         log.warning("%s is %s: the run is not counted as finished and runs again", path, problem)
     return problem is None
+
+
+def check_creatable(folder: Path) -> None:
+    """Raise the :class:`DiskError` writing into ``folder`` would raise, before a run starts: its nearest
+    existing ancestor must be a writable folder. An output or report folder below a plain file, on a read-only
+    file system or in a forbidden place is then said at once, not after training (or, for a run folder that
+    cannot be made, without a failure.json to hold the error). Creates nothing."""
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise disk_error(OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)), Path(folder), "create")
+    if not os.access(existing, os.W_OK | os.X_OK):  # False on a read-only file system, even for root
+        code = errno.EROFS if _read_only_mount(existing) else errno.EACCES
+        raise disk_error(OSError(code, os.strerror(code)), Path(folder), "create")
+
+
+def _read_only_mount(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def run_status(folder: Path) -> str:
