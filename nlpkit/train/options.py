@@ -27,8 +27,8 @@ class TrainOptions(Options):
     eval_batch_size: int | None = Field(None, ge=1, description="Examples per batch when evaluating; >= 1, or null "
                                         "for 2 x batch_size.")
     lr: float = _positive(1e-3, "Peak learning rate of AdamW (reached after warmup, then decayed linearly); > 0. "
-                          "Unset, the model's own default (bert 2e-5, its translation decoder 3e-3; lstm and "
-                          "attention 3e-3) else 0.001.")
+                          "Unset, the model's own default (bert 2e-5, 1e-4 for tagging, 3e-3 for its translation "
+                          "decoder; lstm and attention 3e-3) else 0.001.")
     weight_decay: float = Field(0.01, ge=0, allow_inf_nan=False, description="AdamW weight decay; >= 0.")
     warmup: float = Field(0.06, ge=0, lt=1, allow_inf_nan=False, description="Fraction of the training steps spent "
                           "warming the learning rate up from 0; in [0, 1).")
