@@ -145,6 +145,17 @@ def test_model_train_defaults_apply_where_the_recipe_sets_nothing(tmp_path):
         parse_recipe(GOOD.replace("lstm: {epochs: 2, lr: 3.0e-3}", "picky: {}"), tmp_path / "r.yaml", registry=fake)
 
 
+def test_two_entries_of_one_task_cannot_share_run_folders(tmp_path):
+    """Two data sets under one task name gave the same run names: the second entry's runs were skipped as
+    finished, silently. Said before anything trains."""
+    text = GOOD.replace("task:\n  name: classification\n  dataset: toy_topics\n",
+                        "tasks:\n  - {name: classification, dataset: toy_topics}\n"
+                        "  - {name: classification, dataset: toy_topics, dataset_options: {train_size: 40}}\n")
+    with pytest.raises(NlpkitError, match=r"two task entries make the same run 'classification-lstm-seed1'.*"
+                                          r"a recipe of its own"):
+        load_recipe(write(tmp_path, text))
+
+
 def test_not_yaml_and_no_models(tmp_path):
     with pytest.raises(NlpkitError, match="not valid YAML"):
         load_recipe(write(tmp_path, "models: [unclosed"))
