@@ -289,7 +289,7 @@ def run_recipe(recipe: Recipe, force: bool = False, echo: Any = print, restart: 
     if main:
         try:
             require_trackers({name for spec in recipe.runs for name in spec.track}, registry())
-            will_write = [spec.folder for spec in recipe.runs if force or not (spec.folder / "results.json").exists()]
+            will_write = [spec.folder for spec in recipe.runs if force or not is_finished(spec.folder)]
             for folder in will_write + ([recipe.reports] if finish else []):
                 check_creatable(folder)  # a folder that cannot be written is said before any run trains
             set_aside_changed(recipe.runs, say)

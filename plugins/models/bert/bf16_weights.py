@@ -24,7 +24,6 @@ class Bf16Weights:
     """bf16 copies of ``linears``' weights and biases, kept equal to them (rounded) and routing gradients back."""
 
     def __init__(self, linears: list[nn.Linear]):
-        self.linears = linears
         self.masters = [p for m in linears for p in (m.weight, m.bias)]
         buffer = torch.empty(sum(p.numel() for p in self.masters), dtype=torch.bfloat16,
                              device=self.masters[0].device)

@@ -253,9 +253,9 @@ class FastBertEncoder(nn.Module):
         None: autocast or fp32 as usual). Made on first use, refreshed only after the weights change."""
         if not bf16_autocast_on(x.device.type) or self.position.dtype != torch.float32:
             return None
-        linears = [m for layer in self.layers for m in (layer.qkv, layer.attn_out, layer.inter, layer.out)]
         if self._bf16 is None or self._bf16.copies[0].device != x.device:
-            self._bf16 = Bf16Weights(linears)
+            self._bf16 = Bf16Weights([m for layer in self.layers
+                                      for m in (layer.qkv, layer.attn_out, layer.inter, layer.out)])
         return self._bf16.current()
 
 
