@@ -40,7 +40,7 @@ def on_evaluate(run: RunContext, step: int, metrics: dict[str, Any]) -> None:
 @hookimpl
 def on_checkpoint(run: RunContext, step: int, folder: Path) -> None:
     if session := _session(run):
-        session.call("checkpoint", step)
+        session.checkpoint(step)
 
 
 @hookimpl

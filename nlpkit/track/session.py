@@ -1,17 +1,31 @@
-"""One run's trackers, driven so that none can fail the run: a tracker whose call raises is reported once (a
-warning naming it and its error) and switched off for the rest of the run; the others and the run go on."""
+"""One run's trackers, driven so that none can fail the run or slow it down.
+
+Fail: a tracker whose call raises is reported once (a warning naming it and its error) and switched off for the
+rest of the run; the others and the run go on.
+
+Slow: the trackers' calls run in order on a thread of their own, so the training loop never waits for an import
+(MLflow's takes ~1 s), a database write or a tracking server's round trip. The loop waits only where waiting is
+the point: at a checkpoint (what was logged up to it must be on disk before a kill can strike, so a resumed run
+neither repeats nor loses a point) and at the run's end. What the trackers cost is kept in ``tracking.json``
+(``cost``: seconds spent in the trackers beside the run, seconds the run waited for them)."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
+import queue
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from nlpkit.contract import RunContext, Tracker
 from nlpkit.plugins import Registry
+from nlpkit.track.state import remember
 
 log = logging.getLogger("nlpkit.track")
+COST = "cost"  # the tracking.json entry with the trackers' cost (not a tracker's name)
 
 
 def numeric(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
@@ -24,24 +38,46 @@ def numeric(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
 
 
 class TrackingSession:
-    """The trackers ``run.trackers`` names, built from ``registry``; ``call`` fans a method out to those still on."""
+    """The trackers ``run.trackers`` names, built from ``registry``; ``call`` queues a method for those still on."""
 
     def __init__(self, run: RunContext, registry: Registry):
         self.run = run
         self.active: dict[str, Tracker] = {}
         self.off: dict[str, str] = {}  # tracker -> why it was switched off
+        self.busy = 0.0  # seconds the worker spent in tracker calls
+        self.waited = 0.0  # seconds the run's own thread waited for the worker
         for name in run.trackers:
             try:
                 self.active[name] = registry.tracker(name)(run)
             except Exception as err:  # noqa: BLE001 - a tracker must never fail a run
                 self._switch_off(name, "__init__", err)
+        self._calls: queue.Queue[tuple[str, tuple] | None] = queue.Queue()
+        self._worker = threading.Thread(target=self._work, name=f"nlpkit-track-{run.name}", daemon=True)
+        self._worker.start()
 
     def call(self, method: str, *args: Any) -> None:
-        for name, tracker in list(self.active.items()):
-            try:
-                getattr(tracker, method)(*args)
-            except Exception as err:  # noqa: BLE001 - a tracker must never fail a run
-                self._switch_off(name, method, err)
+        """Queue ``method(*args)`` for every tracker still on; the arguments are copied, so the run may go on
+        changing its own dicts."""
+        self._calls.put((method, copy.deepcopy(args)))
+
+    def wait(self) -> None:
+        """Return once every call queued so far has been made."""
+        started = time.perf_counter()
+        self._calls.join()
+        self.waited += time.perf_counter() - started
+
+    def _work(self) -> None:
+        while (item := self._calls.get()) is not None:
+            method, args = item
+            started = time.perf_counter()
+            for name, tracker in list(self.active.items()):
+                try:
+                    getattr(tracker, method)(*args)
+                except Exception as err:  # noqa: BLE001 - a tracker must never fail a run
+                    self._switch_off(name, method, err)
+            self.busy += time.perf_counter() - started
+            self._calls.task_done()
+        self._calls.task_done()
 
     def _switch_off(self, name: str, method: str, err: BaseException) -> None:
         self.active.pop(name, None)
@@ -60,6 +96,10 @@ class TrackingSession:
     def evaluation(self, step: int, metrics: dict[str, Any]) -> None:
         self.call("log_scalars", step, numeric(metrics, "validation"))
 
+    def checkpoint(self, step: int) -> None:
+        self.call("checkpoint", step)
+        self.wait()  # the checkpoint's promise: nothing logged up to it is lost to a kill after it
+
     def results(self, results: dict[str, Any]) -> None:
         self.call("log_results", results)
 
@@ -69,3 +109,15 @@ class TrackingSession:
             files = {name: folder / name for name in ("model", "results.json", "recipe.yaml", "metrics.jsonl")}
             self.call("log_artifacts", {name: path for name, path in files.items() if path.exists()})
         self.call("end", status)
+        started = time.perf_counter()
+        self._calls.put(None)
+        self._worker.join()
+        self.waited += time.perf_counter() - started
+        log.info("run %s: %.2f s in its trackers, %.2f s of which the run waited for", self.run.name, self.busy,
+                 self.waited)
+        if self.run.is_main_process:
+            try:
+                remember(Path(self.run.folder), COST, {"seconds_in_trackers": round(self.busy, 3),
+                                                       "seconds_the_run_waited": round(self.waited, 3)})
+            except OSError as err:  # the record of a cost must not fail the run either
+                log.warning("could not write the trackers' cost for run %s: %s", self.run.name, err)

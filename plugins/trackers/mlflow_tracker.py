@@ -6,7 +6,8 @@ default, ``mlflow ui --backend-store-uri sqlite:///runs/<recipe>/mlflow.db`` sho
 the nlpkit run; its params are the resolved settings with dotted keys; tags say task, model, plugin, seed, dataset,
 settings_hash (the seeds of one configuration share it) and provenance; metrics carry their steps; a finished run
 adds its model folder, results.json, recipe.yaml and metrics.jsonl as artifacts, and the comparison report's
-figures and summary once ``nlpkit run`` wrote it (``report/``).
+figures and summary once ``nlpkit run`` wrote it (``report/``). MLflow's usage telemetry (which posts to the
+network, and waits for it when a process exits) is off unless ``MLFLOW_DISABLE_TELEMETRY`` says otherwise.
 
 Resume: the MLflow run id is kept in the run folder (tracking.json), and a resumed run continues that MLflow run.
 MLflow cannot delete single points, so a resumed run skips the points the interrupted attempt already logged
@@ -33,6 +34,7 @@ class MLflowTracker(nlpkit.Tracker):
     requires = ("mlflow",)
 
     def start(self, resume_step: int) -> None:
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline first: no usage reports unless asked
         from mlflow.tracking import MlflowClient
 
         output = Path(self.run.folder).parent.resolve()
@@ -103,6 +105,7 @@ class MLflowTracker(nlpkit.Tracker):
     @classmethod
     def attach(cls, folder: Path, files: dict[str, Path]) -> None:
         """The comparison report's figures and summary, under ``report/`` in the run's artifacts."""
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         from mlflow.tracking import MlflowClient
 
         saved = recall(folder, cls.name)
