@@ -183,17 +183,17 @@ def _echo_resolved(plan) -> None:
     seen = set()
     click.echo("Resolved settings (defaults included):")
     for spec in plan.runs:
-        if (spec.task.name, spec.label) in seen:
+        if (spec.task.key, spec.label) in seen:
             continue
-        seen.add((spec.task.name, spec.label))
+        seen.add((spec.task.key, spec.label))
         task_cls, dataset_cls = reg.task(spec.task.name), reg.dataset(spec.task.dataset)
         kind = task_cls.kind
         model = reg.model(spec.model).options_for(kind)(**spec.model_options).model_dump(mode="json")
-        task = {**spec.task.model_dump(mode="json"),
+        task = {**spec.task.settings(),
                 "options": task_cls.Options(**spec.task.options).model_dump(mode="json"),
                 "dataset_options": dataset_cls.Options(**spec.task.dataset_options).model_dump(mode="json")}
         seeds = ", ".join(str(r.seed) for r in plan.runs if r.label == spec.label and r.task == spec.task)
-        click.echo(f"  {spec.task.name} x {spec.label} (model {spec.model}, {kind}; seeds {seeds})")
+        click.echo(f"  {spec.task.key} x {spec.label} (model {spec.model}, {kind}; seeds {seeds})")
         click.echo(f"    task:  {json.dumps(task)}")
         click.echo(f"    model: {json.dumps(model)}")
         click.echo(f"    train: {json.dumps(spec.train.model_dump(mode='json'))}")

@@ -89,14 +89,14 @@ def expand(name: str, schema: RecipeSchema, tasks: list[TaskEntry], registry: Re
                     RunSpec(name, entry, label, plugin, model_opts.model_dump(exclude_unset=True), train, seed,
                             Path(schema.output), track=list(dict.fromkeys(schema.track)))
                 )
-    first_of: dict[str, int] = {}
-    for i, run in enumerate(runs):  # a run folder is a run's identity: two runs in one would share (and reuse) it
-        j = first_of.setdefault(run.name, i)
-        if j != i:
-            problems.append(f"{where(('tasks',))}: two task entries make the same run '{run.name}' (task "
-                            f"'{run.task.name}' with datasets '{runs[j].task.dataset}' and '{run.task.dataset}'): "
-                            "its folder would hold one of them and the other would be skipped as finished; put "
-                            "each entry of one task in a recipe of its own")
+    named: dict[str, TaskEntry] = {}
+    for entry in tasks:  # a run folder is a run's identity: two entries of one name would share (and reuse) runs
+        other = named.setdefault(entry.key, entry)
+        if other is not entry:
+            problems.append(f"{where(('tasks',))}: two task entries are both called '{entry.key}' (task "
+                            f"'{entry.name}' on '{other.dataset}' and on '{entry.dataset}'), so their runs would "
+                            f"share folders ({entry.key}-<model>-seed<n>) and one would be skipped as the other's: "
+                            f"give each entry an id of its own (e.g. id: {entry.dataset}-2)")
     if problems:
         raise NlpkitError("Invalid recipe:\n  " + "\n  ".join(dict.fromkeys(problems)))
     return runs

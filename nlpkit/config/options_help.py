@@ -34,6 +34,8 @@ class Row:
 def _type_name(annotation: Any) -> tuple[str, list[Any]]:
     """('int | None', []) or ('str', ['mean', 'cls']) for a Literal; the values are the allowed ones."""
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:  # a checked type (e.g. PlainName): named by the type it checks
+        return _type_name(typing.get_args(annotation)[0])
     if origin is Literal:
         values = list(typing.get_args(annotation))
         return type(values[0]).__name__, values

@@ -67,6 +67,9 @@ class TaskEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: PlainName = Field(description="The task plugin, e.g. classification, ner, translation (`nlpkit plugins` "
                             "lists them).")
+    id: PlainName | None = Field(None, description="This entry's own name, for its runs (<id>-<model>-seed<n>) and "
+                                 "its report section; default: the task's. Give each entry one when a recipe runs "
+                                 "one task on several data sets.")
     dataset: PlainName = Field(description="The dataset plugin, e.g. ag_news, conll2003, multi30k; its records must "
                                "have the task's kind.")
     data_dir: str | None = Field(None, min_length=1, description="Folder holding the dataset's files; default: "
@@ -74,6 +77,16 @@ class TaskEntry(BaseModel):
     dataset_options: dict[str, Any] = Field({}, description="The dataset plugin's options (`nlpkit plugins "
                                             "--options DATASET`).")
     options: dict[str, Any] = Field({}, description="The task plugin's options (`nlpkit plugins --options TASK`).")
+
+    @property
+    def key(self) -> str:
+        """What this entry's runs are named by: its ``id``, else its task's name."""
+        return self.id or self.name
+
+    def settings(self) -> dict[str, Any]:
+        """The entry as a run's settings hold it: ``id`` only where one is given (runs made before entries had
+        ids keep their settings hash)."""
+        return self.model_dump(exclude={"id"} if self.id is None else set())
 
 
 class RecipeSchema(BaseModel):
@@ -115,7 +128,7 @@ class RunSpec:
 
     @property
     def name(self) -> str:
-        return f"{self.task.name}-{self.label}-seed{self.seed}"
+        return f"{self.task.key}-{self.label}-seed{self.seed}"
 
     @property
     def folder(self) -> Path:
@@ -129,7 +142,7 @@ class RunSpec:
     def to_dict(self) -> dict[str, Any]:
         return {
             "recipe": self.recipe,
-            "task": self.task.model_dump(),
+            "task": self.task.settings(),
             "label": self.label,
             "model": self.model,
             "model_options": self.model_options,

@@ -139,6 +139,7 @@ def identify(runs: list[Run]) -> list[Run]:
         run["section"] = json.dumps(data, sort_keys=True, default=str)
         location = _data_location(entry)
         title = f"{run['task']} — {run['dataset']}" if run["dataset"] else run["task"]
+        title = f"{entry['id']}: {title}" if entry.get("id") else title  # the recipe's own name for the data set
         run["section_title"] = f"{title} ({location})" if location else title
         run["_settings"] = flatten(json.loads(json.dumps(settings, default=str))) if settings else None
         if not run.get("settings_hash") and settings:

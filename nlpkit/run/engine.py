@@ -193,6 +193,7 @@ def _execute(spec: RunSpec, reg: Registry, cache: dict | None, restart: bool, me
     device = device_description(accelerator.device)
     results = {
         "recipe": spec.recipe,
+        "run": spec.name,
         "task": task.name,
         "task_kind": task.kind,
         "dataset": spec.task.dataset,

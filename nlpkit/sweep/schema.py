@@ -265,7 +265,7 @@ def _studies(recipe: Recipe, schema: SweepSchema, tasks: list[TaskEntry], regist
             params = {p: v for p, v in schema.parameters.items()
                       if not p.startswith("models.") or p.split(".")[1] == label}
             task_cls = registry.task(entry.name)
-            studies.append(StudyPlan(f"{recipe.name}.{entry.name}.{label}", f"{entry.name}-{label}", base, params,
+            studies.append(StudyPlan(f"{recipe.name}.{entry.key}.{label}", f"{entry.key}-{label}", base, params,
                                      task_cls.Options, registry.model(base.model).options_for(task_cls.kind)))
     return studies
 

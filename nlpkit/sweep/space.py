@@ -20,7 +20,7 @@ class TrialSpec(RunSpec):
 
     @property
     def name(self) -> str:
-        return f"{self.task.name}-{self.label}-{self.trial_hash}"
+        return f"{self.task.key}-{self.label}-{self.trial_hash}"
 
     @property
     def folder(self):  # noqa: ANN201 - a Path, as RunSpec's

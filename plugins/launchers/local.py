@@ -38,10 +38,10 @@ class LocalLauncher(Launcher):
         if in_process_requested():
             outcome = run_in_process(runs, total, restart, say)
             failed = dict(outcome.failed)
-            by_run = {(r["task"], r["model"], r["seed"]): r for r in outcome.results}
+            by_run = {r.get("run") or f"{r['task']}-{r['model']}-seed{r['seed']}": r for r in outcome.results}
             reported = []
             for _, spec in runs:
-                results = by_run.get((spec.task.name, spec.label, spec.seed))
+                results = by_run.get(spec.name)
                 if results is not None:
                     reported.append(RunOutcome(spec.name, "finished", results=results))
                 elif spec.name in failed:

@@ -145,15 +145,26 @@ def test_model_train_defaults_apply_where_the_recipe_sets_nothing(tmp_path):
         parse_recipe(GOOD.replace("lstm: {epochs: 2, lr: 3.0e-3}", "picky: {}"), tmp_path / "r.yaml", registry=fake)
 
 
-def test_two_entries_of_one_task_cannot_share_run_folders(tmp_path):
+def test_two_entries_of_one_task_need_ids_of_their_own(tmp_path):
     """Two data sets under one task name gave the same run names: the second entry's runs were skipped as
-    finished, silently. Said before anything trains."""
-    text = GOOD.replace("task:\n  name: classification\n  dataset: toy_topics\n",
-                        "tasks:\n  - {name: classification, dataset: toy_topics}\n"
-                        "  - {name: classification, dataset: toy_topics, dataset_options: {train_size: 40}}\n")
-    with pytest.raises(NlpkitError, match=r"two task entries make the same run 'classification-lstm-seed1'.*"
-                                          r"a recipe of its own"):
+    finished, silently. Said before anything trains; with an ``id`` each, both run, each under its own name, and
+    an entry without one keeps the settings hash it had before ids existed."""
+    entries = ("tasks:\n  - {name: classification, dataset: toy_topics}\n"
+               "  - {name: classification, dataset: toy_topics, dataset_options: {train_size: 40}}\n")
+    text = GOOD.replace("task:\n  name: classification\n  dataset: toy_topics\n", entries)
+    with pytest.raises(NlpkitError, match=r"two task entries are both called 'classification' \(task "
+                                          r"'classification' on 'toy_topics' and on 'toy_topics'\).*give each entry "
+                                          r"an id of its own"):
         load_recipe(write(tmp_path, text))
+    before = load_recipe(write(tmp_path, GOOD)).runs[0]
+    runs = load_recipe(write(tmp_path, text.replace("  - {name: classification, dataset: toy_topics, dataset_",
+                                                    "  - {name: classification, id: small, dataset: toy_topics, "
+                                                    "dataset_"))).runs
+    assert [r.name for r in runs if r.seed == 1 and r.label == "lstm"] == ["classification-lstm-seed1",
+                                                                           "small-lstm-seed1"]
+    assert runs[0].settings_hash == before.settings_hash and "id" not in runs[0].to_dict()["task"]
+    small = next(r for r in runs if r.task.id == "small")
+    assert small.to_dict()["task"]["id"] == "small" and small.folder.name == small.name
 
 
 def test_not_yaml_and_no_models(tmp_path):

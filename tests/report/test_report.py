@@ -316,14 +316,15 @@ def test_length_buckets_merge_a_sparse_top_bucket():
 # ---------------------------------------------------------------- sections are data sets, models are configurations
 
 def resolved_recipe(run: Path, *, data_dir: str | None = None, lr: float = 1e-3, label: str = "lstm",
-                    dataset_options: dict[str, Any] | None = None, recipe: str = "agnews") -> None:
+                    dataset_options: dict[str, Any] | None = None, recipe: str = "agnews",
+                    entry_id: str | None = None) -> None:
     """Give a run folder the resolved recipe.yaml the engine writes (what a report reads a run's settings from)."""
     import yaml
 
     settings = {"recipe": recipe, "label": label, "model": label, "seed": 1, "model_options": {},
                 "task": {"name": "classification", "dataset": "text_files", "data_dir": data_dir,
                          "dataset_options": dataset_options or {"train": "train.csv", "test": "test.csv"},
-                         "options": {}},
+                         "options": {}, **({"id": entry_id} if entry_id else {})},
                 "train": {"lr": lr, "epochs": 3, "progress": False}}
     (run / "recipe.yaml").write_text(yaml.safe_dump(settings))
 
@@ -348,6 +349,11 @@ def test_two_data_sets_of_one_loader_are_two_sections(tmp_path: Path) -> None:
     runs = report.load_runs([tmp_path / "runs", tmp_path / "more"])[0]
     titles = sorted({r["section_title"] for r in runs})
     assert len(titles) == 3 and any("test_size=0.2" in t for t in titles), titles
+    # a task entry with an id of its own: the section is titled by it
+    run = make_run(tmp_path / "named", model="lstm", seed=1, test={"accuracy": 0.6}, recipe="mix", dataset="text_files")
+    resolved_recipe(run, data_dir="data/questions", entry_id="questions")
+    titles = {r["section_title"] for r in report.load_runs([tmp_path / "named"])[0]}
+    assert titles == {"questions: classification — text_files (data/questions)"}, titles
 
 
 def test_two_configurations_of_one_label_are_not_averaged(tmp_path: Path) -> None:
