@@ -87,7 +87,9 @@ class Model(nn.Module):
     host_inputs: ClassVar[tuple[str, ...]] = ()
     # Training options this model trains well with where a recipe sets none (the recipe's ``train:`` block and the
     # model entry win), by task kind, "*" for every kind: a pretrained encoder fine-tunes at lr 2e-5, a recurrent
-    # model from scratch learns at 3e-3, and no one global default serves both (issue #23).
+    # model from scratch learns at 3e-3, and no one global default serves both (issue #23). A default length
+    # (min_steps, early_stopping: a budget in optimizer steps that scales with small data) applies only where the
+    # recipe sets no length of its own (epochs, max_steps, min_steps).
     train_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
 
     @classmethod

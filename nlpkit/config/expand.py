@@ -14,6 +14,9 @@ from nlpkit.errors import NlpkitError, did_you_mean
 from nlpkit.plugins import Registry
 from nlpkit.train.options import TrainOptions
 
+LENGTH = {"epochs", "max_steps", "min_steps"}  # training options that say how long a run trains
+BUDGET = {"min_steps", "early_stopping"}  # a model's default length: taken only where the recipe sets none
+
 
 def expand(name: str, schema: RecipeSchema, tasks: list[TaskEntry], registry: Registry, where: _Where) -> list[RunSpec]:
     """Every task x model x seed, in recipe order; every name and pair checked before anything trains."""
@@ -73,7 +76,10 @@ def expand(name: str, schema: RecipeSchema, tasks: list[TaskEntry], registry: Re
                 problems.append(f"{where(mloc)}: model plugin '{plugin}' declares train_defaults that are not train "
                                 f"options: {', '.join(wrong)} (a bug in the plugin)")
                 continue
-            train_values = {**defaults, **shared, **{k: v for k, v in options.items() if k in train_keys}}
+            chosen = {**shared, **{k: v for k, v in options.items() if k in train_keys}}
+            if LENGTH & set(chosen):  # the recipe says how long to train: a model's default budget does not apply
+                defaults = {k: v for k, v in defaults.items() if k not in BUDGET}
+            train_values = {**defaults, **chosen}
             opts_cls = model_cls.options_for(task_cls.kind)
             # a key for another kind of this recipe's tasks (e.g. crf beside a classification task) skips this run
             model_values = {k: v for k, v in options.items() if k not in train_keys

@@ -154,6 +154,9 @@ class RunSpec:
 # Settings that do not change what a run computes: they are left out of its identity, and a run may resume
 # with other values of them.
 COSMETIC = {"train.progress", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.threads"}
+# Settings added after runs were made, at the value that computes what those runs computed: left out of the
+# identity at that value, so adding an option does not orphan every finished run.
+ADDED_LATER = {"train.min_steps": None}
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -171,7 +174,8 @@ def settings_hash(resolved: dict[str, Any]) -> str:
     recipe.yaml): every setting except the seed, the recipe's name and the cosmetic keys. Seeds of one
     configuration share it; any change of what is computed changes it."""
     flat = flatten(json.loads(json.dumps(resolved, default=str)))
-    kept = {k: v for k, v in flat.items() if k not in COSMETIC and k not in ("seed", "recipe", "settings_hash")}
+    kept = {k: v for k, v in flat.items() if k not in COSMETIC and k not in ("seed", "recipe", "settings_hash")
+            and not (k in ADDED_LATER and v == ADDED_LATER[k])}
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
 
 

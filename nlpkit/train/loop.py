@@ -183,7 +183,7 @@ def train(
     if per_epoch == 0:
         raise NlpkitError("No training batches: the training split is empty")
     updates_per_epoch = math.ceil(per_epoch / options.grad_accum)
-    total = options.max_steps or max(1, math.ceil(updates_per_epoch * options.epochs))
+    total = options.max_steps or max(1, math.ceil(updates_per_epoch * options.epochs), options.min_steps or 0)
     eval_every, every = options.eval_every or updates_per_epoch, options.checkpoint_every
     state, wrapped, resume_at = _start(model, options, accelerator, paths, precision, total, checkpoints)
     pos, result = state.position, state.result

@@ -21,6 +21,10 @@ class TrainOptions(Options):
     epochs: float = _positive(3.0, "Passes over the training split (a fraction trains part of one); > 0.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides "
                                   "epochs); >= 1, or null for no limit.")
+    min_steps: int | None = Field(None, ge=1, description="Train at least this many optimizer steps, more epochs "
+                                  "than `epochs` where the data is small (early_stopping may still end it sooner); "
+                                  ">= 1, or null. Unset, the model's own default where the recipe sets no length "
+                                  "(epochs, max_steps): lstm and attention 1500 with early_stopping 3, bert 500.")
     batch_size: int = Field(32, ge=1, description="Training examples per batch (per process); >= 1.")
     max_tokens: int | None = Field(None, ge=1, description="Token budget per batch (padded tokens) instead of a "
                                    "fixed batch size; >= 1, or null to batch by batch_size.")

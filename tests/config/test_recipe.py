@@ -5,7 +5,7 @@ import textwrap
 import pytest
 
 from nlpkit import Model
-from nlpkit.config.recipe import load_recipe, parse_recipe
+from nlpkit.config.recipe import load_recipe, parse_recipe, settings_hash
 from nlpkit.errors import NlpkitError
 from nlpkit.plugins import Registry, registry
 
@@ -143,6 +143,27 @@ def test_model_train_defaults_apply_where_the_recipe_sets_nothing(tmp_path):
     with pytest.raises(NlpkitError, match="line 6: model plugin 'picky' declares train_defaults that are not train "
                                           "options: learning_rate"):
         parse_recipe(GOOD.replace("lstm: {epochs: 2, lr: 3.0e-3}", "picky: {}"), tmp_path / "r.yaml", registry=fake)
+
+
+def test_a_models_default_length_applies_only_where_the_recipe_sets_none(tmp_path):
+    """lstm and bert bring a budget in steps (min_steps, ended by early stopping) for small data; a recipe that
+    says how long to train (epochs, max_steps or min_steps, in train: or the entry) is taken at its word, and
+    its runs keep the settings hash they had before min_steps existed."""
+    bare = GOOD.replace("lstm: {epochs: 2, lr: 3.0e-3}", "lstm: {}").replace("{lr: 2e-5, batch_size: 8}", "{}")
+    lstm, bert = (load_recipe(write(tmp_path, bare)).runs[i] for i in (0, 2))
+    assert (lstm.train.min_steps, lstm.train.early_stopping, lstm.train.epochs) == (1500, 3, 3.0)
+    assert (bert.train.min_steps, bert.train.early_stopping) == (500, 3)
+    for said in ("epochs: 2", "max_steps: 40", "min_steps: 40"):
+        runs = load_recipe(write(tmp_path, bare.replace("batch_size: 16", f"batch_size: 16\n  {said}"))).runs
+        assert {(r.train.min_steps, r.train.early_stopping) for r in runs} == {
+            (40 if said == "min_steps: 40" else None, None)}, said
+    entry = load_recipe(write(tmp_path, bare.replace("lstm: {}", "lstm: {epochs: 2}"))).runs
+    assert (entry[0].train.min_steps, entry[2].train.min_steps) == (None, 500)  # bert's entry set no length
+    spec = load_recipe(write(tmp_path, GOOD)).runs[0]
+    assert spec.train.min_steps is None
+    assert spec.settings_hash == settings_hash({k: v if k != "train" else
+                                                {x: y for x, y in v.items() if x != "min_steps"}
+                                                for k, v in spec.to_dict().items()})
 
 
 def test_two_entries_of_one_task_need_ids_of_their_own(tmp_path):

@@ -83,3 +83,14 @@ def test_a_callback_can_end_training_at_an_evaluation(tmp_path):
     options = TrainOptions(epochs=2, batch_size=8, lr=0.05, eval_every=1, progress=False)
     result = fit(tmp_path, options, counting)
     assert result.steps == 2 and counting.seen["step_end"] == 2 and counting.seen["train_end"] == 1
+
+
+def test_min_steps_trains_more_epochs_of_small_data_and_max_steps_still_wins(tmp_path):
+    """32 examples in batches of 8: one epoch is 4 steps; min_steps 10 trains into a third epoch."""
+    options = TrainOptions(epochs=1, batch_size=8, lr=0.05, min_steps=10, progress=False)
+    result = fit(tmp_path, options, Counting(tmp_path / "metrics.jsonl"))
+    assert result.steps == 10 and result.epochs == 2.5
+    options = TrainOptions(epochs=1, batch_size=8, lr=0.05, min_steps=10, max_steps=6, progress=False)
+    assert fit(tmp_path, options, Counting(tmp_path / "metrics.jsonl")).steps == 6
+    options = TrainOptions(epochs=2, batch_size=8, lr=0.05, min_steps=3, progress=False)
+    assert fit(tmp_path, options, Counting(tmp_path / "metrics.jsonl")).steps == 8  # epochs give more: epochs

@@ -50,8 +50,10 @@ class BertModel(Model):
     # Fine-tuning wants a small lr (the pretrained weights already know the language): 2e-5 for a sentence's
     # label; tagging, with a fresh head per token, learns far too slowly there (recipes/ner_small.yaml, 318 steps:
     # entity F1 0.575 at 2e-5, 0.798 at 5e-5, 0.829 at 1e-4); for translation the run's lr is the decoder's,
-    # trained from scratch (the encoder takes encoder_lr)
-    train_defaults = {"*": {"lr": 2e-5}, "tagging": {"lr": 1e-4}, "seq2seq": {"lr": 3e-3}}
+    # trained from scratch (the encoder takes encoder_lr). Where the recipe sets no length, at least 500 steps
+    # (three epochs of a few hundred sentences are a few dozen), ended by early stopping.
+    train_defaults = {"*": {"lr": 2e-5, "min_steps": 500, "early_stopping": 3}, "tagging": {"lr": 1e-4},
+                      "seq2seq": {"lr": 3e-3}}
     per_kind = {"tagging": "nlpkit_plugins.models.bert.tagger:BertTagger",
                 "seq2seq": "nlpkit_plugins.models.bert.seq2seq:BertSeq2Seq"}
 

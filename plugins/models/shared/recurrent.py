@@ -24,7 +24,10 @@ class RecurrentModel(Model):
 
     serves = ("classification",)
     Options = RecurrentOptions
-    train_defaults = {"*": {"lr": 3e-3}}  # from scratch: every shipped recipe trains them at 3e-3
+    # From scratch: every shipped recipe trains them at 3e-3. Three epochs of a small data set are a few hundred
+    # steps, far too few for weights that start random (3,400 NER sentences: 318 steps, entity F1 still rising
+    # steeply): where the recipe sets no length they train at least 1,500 steps, ended by early stopping.
+    train_defaults = {"*": {"lr": 3e-3, "min_steps": 1500, "early_stopping": 3}}
     host_inputs = ("lengths",)  # packing reads them on the CPU
 
     def __init__(self, spec: TaskSpec, options: RecurrentOptions, tokenizer: Tokenizer):
