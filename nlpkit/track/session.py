@@ -7,7 +7,7 @@ Slow: the trackers' calls run in order on a thread of their own, so the training
 (MLflow's takes ~1 s), a database write or a tracking server's round trip. The loop waits only where waiting is
 the point: at a checkpoint (what was logged up to it must be on disk before a kill can strike, so a resumed run
 neither repeats nor loses a point) and at the run's end. What the trackers cost is kept in ``tracking.json``
-(``cost``: seconds spent in the trackers beside the run, seconds the run waited for them)."""
+(``cost``: seconds spent in the trackers beside the run, by tracker and call, and seconds the run waited)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ class TrackingSession:
         self.run = run
         self.active: dict[str, Tracker] = {}
         self.off: dict[str, str] = {}  # tracker -> why it was switched off
-        self.busy = 0.0  # seconds the worker spent in tracker calls
+        self.busy: dict[str, float] = {}  # "tracker.method" -> seconds the worker spent in it
         self.waited = 0.0  # seconds the run's own thread waited for the worker
         for name in run.trackers:
             try:
@@ -69,13 +69,14 @@ class TrackingSession:
     def _work(self) -> None:
         while (item := self._calls.get()) is not None:
             method, args = item
-            started = time.perf_counter()
             for name, tracker in list(self.active.items()):
+                started = time.perf_counter()
                 try:
                     getattr(tracker, method)(*args)
                 except Exception as err:  # noqa: BLE001 - a tracker must never fail a run
                     self._switch_off(name, method, err)
-            self.busy += time.perf_counter() - started
+                key = f"{name}.{method}"
+                self.busy[key] = self.busy.get(key, 0.0) + time.perf_counter() - started
             self._calls.task_done()
         self._calls.task_done()
 
@@ -113,11 +114,13 @@ class TrackingSession:
         self._calls.put(None)
         self._worker.join()
         self.waited += time.perf_counter() - started
-        log.info("run %s: %.2f s in its trackers, %.2f s of which the run waited for", self.run.name, self.busy,
+        busy = sum(self.busy.values())
+        log.info("run %s: %.2f s in its trackers, %.2f s of which the run waited for", self.run.name, busy,
                  self.waited)
         if self.run.is_main_process:
             try:
-                remember(Path(self.run.folder), COST, {"seconds_in_trackers": round(self.busy, 3),
-                                                       "seconds_the_run_waited": round(self.waited, 3)})
+                remember(Path(self.run.folder), COST, {
+                    "seconds_in_trackers": round(busy, 3), "seconds_the_run_waited": round(self.waited, 3),
+                    "seconds_by_call": {method: round(s, 3) for method, s in self.busy.items()}})
             except OSError as err:  # the record of a cost must not fail the run either
                 log.warning("could not write the trackers' cost for run %s: %s", self.run.name, err)
