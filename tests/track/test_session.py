@@ -65,4 +65,4 @@ def test_a_slow_tracker_does_not_hold_the_run_up_and_nothing_is_lost(tmp_path):
     assert session.active["slow"].thread.startswith("nlpkit-track-")
     cost = json.loads((tmp_path / "tracking.json").read_text())["cost"]
     assert cost["seconds_in_trackers"] >= 12 * DELAY and cost["seconds_by_call"]["slow.log_scalars"] >= 11 * DELAY
-    assert 0 <= cost["seconds_the_run_waited"] <= cost["seconds_in_trackers"]
+    assert cost["seconds_the_run_waited"] >= 5 * DELAY  # at the checkpoint, for the calls queued before it
