@@ -189,7 +189,7 @@ def _echo_resolved(plan) -> None:
         task_cls, dataset_cls = reg.task(spec.task.name), reg.dataset(spec.task.dataset)
         kind = task_cls.kind
         model = reg.model(spec.model).options_for(kind)(**spec.model_options).model_dump(mode="json")
-        task = {**spec.task.settings(),
+        task = {**spec.task.model_dump(mode="json"),
                 "options": task_cls.Options(**spec.task.options).model_dump(mode="json"),
                 "dataset_options": dataset_cls.Options(**spec.task.dataset_options).model_dump(mode="json")}
         seeds = ", ".join(str(r.seed) for r in plan.runs if r.label == spec.label and r.task == spec.task)

@@ -83,11 +83,6 @@ class TaskEntry(BaseModel):
         """What this entry's runs are named by: its ``id``, else its task's name."""
         return self.id or self.name
 
-    def settings(self) -> dict[str, Any]:
-        """The entry as a run's settings hold it: ``id`` only where one is given (runs made before entries had
-        ids keep their settings hash)."""
-        return self.model_dump(exclude={"id"} if self.id is None else set())
-
 
 class RecipeSchema(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -142,7 +137,7 @@ class RunSpec:
     def to_dict(self) -> dict[str, Any]:
         return {
             "recipe": self.recipe,
-            "task": self.task.settings(),
+            "task": self.task.model_dump(),
             "label": self.label,
             "model": self.model,
             "model_options": self.model_options,
@@ -156,7 +151,7 @@ class RunSpec:
 COSMETIC = {"train.progress", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.threads"}
 # Settings added after runs were made, at the value that computes what those runs computed: left out of the
 # identity at that value, so adding an option does not orphan every finished run.
-ADDED_LATER = {"train.min_steps": None}
+ADDED_LATER = {"train.min_steps": None, "task.id": None}
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""One run's trackers, driven so that none can fail the run or slow it down.
+"""One run's trackers, driven so that none can fail the run or hold it up.
 
 Fail: a tracker whose call raises is reported once (a warning naming it and its error) and switched off for the
 rest of the run; the others and the run go on.

@@ -183,9 +183,12 @@ def test_two_entries_of_one_task_need_ids_of_their_own(tmp_path):
                                                     "dataset_"))).runs
     assert [r.name for r in runs if r.seed == 1 and r.label == "lstm"] == ["classification-lstm-seed1",
                                                                            "small-lstm-seed1"]
-    assert runs[0].settings_hash == before.settings_hash and "id" not in runs[0].to_dict()["task"]
+    old = runs[0].to_dict()
+    old["task"] = {k: v for k, v in old["task"].items() if k != "id"}  # a run made before entries had ids
+    assert runs[0].settings_hash == before.settings_hash == settings_hash(old)
     small = next(r for r in runs if r.task.id == "small")
     assert small.to_dict()["task"]["id"] == "small" and small.folder.name == small.name
+    assert small.settings_hash != settings_hash({**small.to_dict(), "task": {**small.to_dict()["task"], "id": None}})
 
 
 def test_not_yaml_and_no_models(tmp_path):
