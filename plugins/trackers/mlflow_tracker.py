@@ -34,12 +34,9 @@ class MLflowTracker(nlpkit.Tracker):
     requires = ("mlflow",)
 
     def start(self, resume_step: int) -> None:
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline first: no usage reports unless asked
-        from mlflow.tracking import MlflowClient
-
         output = Path(self.run.folder).parent.resolve()
         self.uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{output / 'mlflow.db'}"
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self.client = _client(self.uri)
         saved = recall(self.run.folder, self.name)
         self.resumed = bool(resume_step and saved and saved.get("tracking_uri") == self.uri)
         self.logged: dict[str, int] = {}  # metric -> the highest step already in the MLflow run
@@ -105,18 +102,24 @@ class MLflowTracker(nlpkit.Tracker):
     @classmethod
     def attach(cls, folder: Path, files: dict[str, Path]) -> None:
         """The comparison report's figures and summary, under ``report/`` in the run's artifacts."""
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        from mlflow.tracking import MlflowClient
-
         saved = recall(folder, cls.name)
         if not saved:
             return
-        client = MlflowClient(tracking_uri=saved["tracking_uri"])
+        client = _client(saved["tracking_uri"])
         for name, path in files.items():
             if path.is_dir():
                 client.log_artifacts(saved["run_id"], str(path), artifact_path=f"report/{name}")
             else:
                 client.log_artifact(saved["run_id"], str(path), artifact_path="report")
+
+
+def _client(uri: str) -> Any:
+    """An MlflowClient for ``uri``; mlflow is imported here, only when a run is tracked, with its usage telemetry
+    off unless the user set ``MLFLOW_DISABLE_TELEMETRY`` (offline first: no network post, no wait for it at exit)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
 
 
 def _experiment(client: Any, name: str, artifact_location: str | None) -> str:
