@@ -316,8 +316,9 @@ class RunContext:
 class Tracker:
     """A tracker plugin: sends one run to an experiment tracker (TensorBoard, MLflow, W&B, ...).
 
-    A run that asks for it (``track: [name]`` or ``nlpkit run --track name``) gets one instance on its main
-    process, built with its :class:`RunContext`, and nlpkit's tracking driver (nlpkit/track/hooks.py) calls, in
+    A run that asks for it (``track: [name]`` or ``nlpkit run --track name``) gets one instance, built with its
+    :class:`RunContext` (in the ``nlpkit run`` process for the runs it starts, else in the run's main process,
+    see nlpkit.track.host), and nlpkit's tracking driver (nlpkit/track/hooks.py) calls, in
     this order: ``start``, ``log_settings``, ``log_scalars`` (at every log step and evaluation; ``checkpoint``
     after each checkpoint), ``log_results``, ``log_artifacts`` (a finished run only), ``end``. A method that
     raises is reported once and the tracker is switched off for the rest of the run: tracking never fails a

@@ -30,6 +30,7 @@ from typing import Any
 from nlpkit.config.recipe import RunSpec
 from nlpkit.errors import NlpkitError
 from nlpkit.run.folders import RunLocked, run_lock
+from nlpkit.track.host import TrackingHost, hosted_by
 from nlpkit.train.checkpoint import Interrupted
 from nlpkit.train.hardware import worker_gpu
 
@@ -58,7 +59,8 @@ def _interrupt(signum: int, _frame: Any) -> None:
 def _child(conn: Connection, spec: RunSpec, restart: bool, threads: int | None, gpu: str | None,
            setup: list[Callable[[], Any]]) -> None:
     """The body of one run's process: set it up, run, send ("finished", results) | ("failed", text) |
-    ("interrupted", text, signum) | ("locked", text) back, and exit."""
+    ("interrupted", text, signum) | ("locked", text) back, and exit. Before that, the same pipe carries the run's
+    tracker calls to the parent, which hosts its trackers (nlpkit.track.host)."""
     for sig in (signal.SIGTERM, signal.SIGINT):  # until the training loop installs its own (a checkpoint first)
         signal.signal(sig, _interrupt)
     try:
@@ -70,6 +72,7 @@ def _child(conn: Connection, spec: RunSpec, restart: bool, threads: int | None, 
             torch.set_num_threads(threads)
         for fn in setup:
             fn()
+        hosted_by(conn)
         from nlpkit.run.engine import execute
 
         message: tuple = ("finished", execute(spec, restart=restart, own_process=True))
@@ -91,7 +94,17 @@ class _Running:
     spec: RunSpec
     slot: int
     message: tuple | None = None
-    heard: bool = False  # its pipe answered (a message, or EOF)
+    heard: bool = False  # its pipe gave its outcome, or EOF (tracker calls come before and go to the host)
+
+    def hear(self, host: TrackingHost) -> None:
+        """Take one message off the child's pipe: a tracker call for ``host``, or the child's outcome."""
+        try:
+            message = self.conn.recv()
+        except (EOFError, OSError):
+            self.heard = True
+            return
+        if not host.receive(self.conn, message):
+            self.heard, self.message = True, message
 
 
 @dataclass
@@ -137,6 +150,7 @@ def run_isolated(todo: list[tuple[int, RunSpec]], n: int, jobs: int, restart: bo
         echo(f"Running {len(todo) if more is None else n} runs, {jobs} at a time ({share})")
     ctx = mp.get_context("spawn")
     state = _State()
+    host = TrackingHost()
     queue = list(todo)
     free_slots = list(range(jobs))
 
@@ -154,16 +168,17 @@ def run_isolated(todo: list[tuple[int, RunSpec]], n: int, jobs: int, restart: bo
         echo(f"[{position}/{n}] {spec.name}: " + (f"resuming from the checkpoint at step {step} (--restart starts "
                                                   "over)" if step else "training"))
         slot = free_slots.pop(0)
-        receive, send = ctx.Pipe(duplex=False)
+        ours, theirs = ctx.Pipe()
         process = ctx.Process(target=_child, name=f"nlpkit {spec.name}",
-                              args=(send, spec, restart, spec.train.threads or threads,
+                              args=(theirs, spec, restart, spec.train.threads or threads,
                                     child_gpu(slot, jobs), list(CHILD_SETUP)))
         process.start()
-        send.close()  # the child holds the sending end: when it dies, receiving says so (EOF)
-        state.running[process.sentinel] = _Running(process, receive, position, spec, slot)
+        theirs.close()  # the child holds the other end: when it dies, receiving says so (EOF)
+        state.running[process.sentinel] = _Running(process, ours, position, spec, slot)
 
     def finish(run: _Running) -> None:
         run.process.join()
+        host.gone(run.conn)  # trackers it left open (a hard death) are ended for it
         free_slots.append(run.slot)
         i, spec, message = run.position, run.spec, run.message
         if message is None:  # it ended without a word: killed, segfault, os._exit
@@ -207,27 +222,20 @@ def run_isolated(todo: list[tuple[int, RunSpec]], n: int, jobs: int, restart: bo
                 break
             listening = {run.conn: run for run in state.running.values() if not run.heard}
             for ready in wait([*listening, *state.running]):
-                if ready in listening:  # its outcome, or EOF: the child closed its end by exiting
-                    run = listening[ready]
-                    run.heard = True
-                    try:
-                        run.message = ready.recv()
-                    except (EOFError, OSError):
-                        pass
+                if ready in listening:  # a tracker call, its outcome, or EOF: the child closed its end by exiting
+                    listening[ready].hear(host)
             for sentinel, run in list(state.running.items()):
                 if run.process.exitcode is None:
                     continue  # still running (or reporting, then exiting)
-                if not run.heard and run.conn.poll():
-                    try:
-                        run.message = run.conn.recv()
-                    except (EOFError, OSError):
-                        pass
+                while not run.heard and run.conn.poll():
+                    run.hear(host)
                 run.conn.close()
                 del state.running[sentinel]
                 finish(run)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        host.close()  # the last runs' tracker calls are made before the report is attached
     if state.stopped:
         text = str(outcome.stopped) if outcome.stopped else (f"Stopped by signal {state.stopped[0]}: running runs "
                                                              "wrote their checkpoints; run the same command again "

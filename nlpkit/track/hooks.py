@@ -1,5 +1,6 @@
 """The lifecycle-hook plugin (entry point ``tracking``) that drives the trackers a run asked for (``track:`` or
-``nlpkit run --track``). Hooks fire on the main process only; a run that asked for none costs one check per hook."""
+``nlpkit run --track``). Hooks fire on the main process only; a run that asked for none costs one check per hook.
+The trackers live in the ``nlpkit run`` process when the run is its child (nlpkit.track.host), else in the run's."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from nlpkit.contract import RunContext
 from nlpkit.hookspecs import hookimpl
 from nlpkit.plugins import registry
+from nlpkit.track.host import HostedSession, parent
 from nlpkit.track.session import TrackingSession
 
 KEY = "nlpkit.track"  # the run's session, in RunContext.extra
@@ -21,7 +23,8 @@ def _session(run: RunContext) -> TrackingSession | None:
 @hookimpl
 def on_run_start(run: RunContext) -> None:
     if run.trackers:
-        session = run.extra[KEY] = TrackingSession(run, registry())
+        host = parent()
+        session = run.extra[KEY] = HostedSession(run, host) if host else TrackingSession(run, registry())
         session.start()
 
 

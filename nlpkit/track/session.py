@@ -3,11 +3,14 @@
 Fail: a tracker whose call raises is reported once (a warning naming it and its error) and switched off for the
 rest of the run; the others and the run go on.
 
-Slow: the trackers' calls run in order on a thread of their own, so the training loop never waits for an import
-(MLflow's takes ~1 s), a database write or a tracking server's round trip. The loop waits only where waiting is
-the point: at a checkpoint (what was logged up to it must be on disk before a kill can strike, so a resumed run
-neither repeats nor loses a point) and at the run's end. What the trackers cost is kept in ``tracking.json``
-(``cost``: seconds spent in the trackers beside the run, by tracker and call, and seconds the run waited)."""
+Slow: the training loop never makes a tracker call itself. Where the run has a parent that hosts trackers (each
+run of ``nlpkit run`` is a child of it, see nlpkit.track.host), the calls travel there and the trackers live in
+that one long-lived process: MLflow is imported and its store opened once per recipe, not once per run (~2.5 s of
+CPU a run, taken from the run on a busy machine). Elsewhere (a run in the launching process, under torchrun, on a
+cluster node) they run in order on a thread of the run's own process. Either way the loop waits only where
+waiting is the point: at a checkpoint (what was logged up to it must be on disk before a kill can strike, so a
+resumed run neither repeats nor loses a point). What the trackers cost is kept in ``tracking.json`` (``cost``:
+seconds spent in the trackers, by tracker and call, and seconds the run waited for them)."""
 
 from __future__ import annotations
 
@@ -37,22 +40,65 @@ def numeric(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return out
 
 
-class TrackingSession:
-    """The trackers ``run.trackers`` names, built from ``registry``; ``call`` queues a method for those still on."""
+class Trackers:
+    """The trackers one run asked for (``run.trackers``), built from ``registry``, wherever they live: ``make``
+    calls a method on each one still on, timing it and switching off one that raises."""
 
     def __init__(self, run: RunContext, registry: Registry):
         self.run = run
         self.active: dict[str, Tracker] = {}
         self.off: dict[str, str] = {}  # tracker -> why it was switched off
-        self.busy: dict[str, float] = {}  # "tracker.method" -> seconds the worker spent in it
-        self.waited = 0.0  # seconds the run's own thread waited for the worker
+        self.busy: dict[str, float] = {}  # "tracker.method" -> seconds spent in it
         for name in run.trackers:
+            started = time.perf_counter()
             try:
                 self.active[name] = registry.tracker(name)(run)
             except Exception as err:  # noqa: BLE001 - a tracker must never fail a run
                 self._switch_off(name, "__init__", err)
+            self.busy[f"{name}.__init__"] = time.perf_counter() - started
+
+    def make(self, method: str, args: tuple) -> None:
+        for name, tracker in list(self.active.items()):
+            started = time.perf_counter()
+            try:
+                getattr(tracker, method)(*args)
+            except Exception as err:  # noqa: BLE001 - a tracker must never fail a run
+                self._switch_off(name, method, err)
+            key = f"{name}.{method}"
+            self.busy[key] = self.busy.get(key, 0.0) + time.perf_counter() - started
+
+    def close(self, waited: float, where: str) -> None:
+        """Record what the trackers cost (``waited``: seconds the run waited for them) in tracking.json."""
+        busy = sum(self.busy.values())
+        log.info("run %s: %.2f s in its trackers (%s), %.2f s of which the run waited for", self.run.name, busy,
+                 where, waited)
+        if self.run.is_main_process:
+            try:
+                remember(Path(self.run.folder), COST, {
+                    "seconds_in_trackers": round(busy, 3), "seconds_the_run_waited": round(waited, 3),
+                    "where": where, "seconds_by_call": {method: round(s, 3) for method, s in self.busy.items()}})
+            except OSError as err:  # the record of a cost must not fail the run either
+                log.warning("could not write the trackers' cost for run %s: %s", self.run.name, err)
+
+    def _switch_off(self, name: str, method: str, err: BaseException) -> None:
+        self.active.pop(name, None)
+        self.off[name] = f"{type(err).__name__}: {err}"
+        log.warning("tracker '%s' failed in %s (%s); it is off for the rest of run %s, which goes on",
+                    name, method, self.off[name], self.run.name)
+
+
+class TrackingSession:
+    """What the lifecycle hooks hand the trackers, made on a thread of this process; ``call`` queues a method."""
+
+    where = "a thread of the run's process"
+
+    def __init__(self, run: RunContext, registry: Registry):
+        self.run = run
+        self.waited = 0.0  # seconds the run's own thread waited for the trackers
         self._calls: queue.Queue[tuple[str, tuple] | None] = queue.Queue()
-        self._worker = threading.Thread(target=self._work, name=f"nlpkit-track-{run.name}", daemon=True)
+        self.trackers: Trackers | None = None  # built on the worker thread
+        self._worker = threading.Thread(target=self._work, args=(registry,), name=f"nlpkit-track-{run.name}",
+                                        daemon=True)
         self._worker.start()
 
     def call(self, method: str, *args: Any) -> None:
@@ -66,25 +112,20 @@ class TrackingSession:
         self._calls.join()
         self.waited += time.perf_counter() - started
 
-    def _work(self) -> None:
+    def _work(self, registry: Registry) -> None:
+        self.trackers = trackers = Trackers(self.run, registry)  # here: an import (MLflow's ~1 s) holds nothing up
         while (item := self._calls.get()) is not None:
-            method, args = item
-            for name, tracker in list(self.active.items()):
-                started = time.perf_counter()
-                try:
-                    getattr(tracker, method)(*args)
-                except Exception as err:  # noqa: BLE001 - a tracker must never fail a run
-                    self._switch_off(name, method, err)
-                key = f"{name}.{method}"
-                self.busy[key] = self.busy.get(key, 0.0) + time.perf_counter() - started
+            trackers.make(*item)
             self._calls.task_done()
         self._calls.task_done()
 
-    def _switch_off(self, name: str, method: str, err: BaseException) -> None:
-        self.active.pop(name, None)
-        self.off[name] = f"{type(err).__name__}: {err}"
-        log.warning("tracker '%s' failed in %s (%s); it is off for the rest of run %s, which goes on",
-                    name, method, self.off[name], self.run.name)
+    def _close(self) -> None:
+        started = time.perf_counter()
+        self._calls.put(None)
+        self._worker.join()
+        self.waited += time.perf_counter() - started
+        if self.trackers is not None:
+            self.trackers.close(self.waited, self.where)
 
     # --- what the lifecycle hooks hand over --------------------------------------------------------
     def start(self) -> None:
@@ -110,17 +151,4 @@ class TrackingSession:
             files = {name: folder / name for name in ("model", "results.json", "recipe.yaml", "metrics.jsonl")}
             self.call("log_artifacts", {name: path for name, path in files.items() if path.exists()})
         self.call("end", status)
-        started = time.perf_counter()
-        self._calls.put(None)
-        self._worker.join()
-        self.waited += time.perf_counter() - started
-        busy = sum(self.busy.values())
-        log.info("run %s: %.2f s in its trackers, %.2f s of which the run waited for", self.run.name, busy,
-                 self.waited)
-        if self.run.is_main_process:
-            try:
-                remember(Path(self.run.folder), COST, {
-                    "seconds_in_trackers": round(busy, 3), "seconds_the_run_waited": round(self.waited, 3),
-                    "seconds_by_call": {method: round(s, 3) for method, s in self.busy.items()}})
-            except OSError as err:  # the record of a cost must not fail the run either
-                log.warning("could not write the trackers' cost for run %s: %s", self.run.name, err)
+        self._close()

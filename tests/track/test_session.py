@@ -3,11 +3,13 @@ checkpoint waits until everything logged before it has been handed over, the run
 arguments are copies, and the cost lands in tracking.json."""
 
 import json
+import multiprocessing
 import threading
 import time
 
 import nlpkit
 from nlpkit.contract import RunContext
+from nlpkit.track import host
 from nlpkit.track.session import TrackingSession
 
 DELAY = 0.05
@@ -62,7 +64,39 @@ def test_a_slow_tracker_does_not_hold_the_run_up_and_nothing_is_lost(tmp_path):
     session.evaluation(11, {"accuracy": 0.5})
     session.end("finished")
     assert Slow.seen[-1] == (11, {"validation/accuracy": 0.5})
-    assert session.active["slow"].thread.startswith("nlpkit-track-")
+    assert session.trackers.active["slow"].thread.startswith("nlpkit-track-")
     cost = json.loads((tmp_path / "tracking.json").read_text())["cost"]
     assert cost["seconds_in_trackers"] >= 12 * DELAY and cost["seconds_by_call"]["slow.log_scalars"] >= 11 * DELAY
     assert cost["seconds_the_run_waited"] >= 5 * DELAY  # at the checkpoint, for the calls queued before it
+
+
+def test_a_hosted_session_sends_its_calls_to_the_host_and_waits_only_at_a_checkpoint(tmp_path, monkeypatch):
+    """The run's side and the parent's side of hosted tracking, joined by a real pipe (both ends in this process:
+    a thread stands for the parent's scheduling loop)."""
+    Slow.seen = []
+    monkeypatch.setattr(host, "registry", OneTracker)
+    parent_end, child_end = multiprocessing.Pipe()
+    tracking_host = host.TrackingHost()
+
+    def parent_loop():
+        while (message := parent_end.recv()) != "bye":
+            assert tracking_host.receive(parent_end, message)
+
+    loop = threading.Thread(target=parent_loop)
+    loop.start()
+    session = host.HostedSession(run_context(tmp_path), child_end)
+    started = time.perf_counter()
+    session.start()
+    for step in range(1, 11):
+        session.train_log(step, {"loss": 1.0 / step})
+    assert time.perf_counter() - started < 5 * DELAY  # 11 calls of DELAY each, none waited for
+    session.checkpoint(10)
+    assert [step for step, _ in Slow.seen] == [*range(1, 11), "checkpoint"]
+    session.end("finished")
+    child_end.send("bye")
+    loop.join()
+    tracking_host.close()
+    assert not tracking_host.receive(parent_end, ("finished", {}))  # a run's outcome is not the host's
+    cost = json.loads((tmp_path / "tracking.json").read_text())["cost"]
+    assert cost["where"] == host.WHERE and cost["seconds_by_call"]["slow.log_scalars"] >= 10 * DELAY
+    assert cost["seconds_the_run_waited"] >= 5 * DELAY  # at the checkpoint
