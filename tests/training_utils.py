@@ -27,6 +27,47 @@ PYTHON = sys.executable
 TIMING = {"examples_per_s"}  # metrics.jsonl fields that may differ between equal runs
 
 
+# A test-only model plugin (one module): the lstm, failing at its third training step in the way its option
+# `crash` says (unless CRASHY_OFF is set), for tests of runs that raise or die.
+CRASHY = '''\
+import os
+import signal
+
+import nlpkit
+from nlpkit_plugins.models.lstm import LSTMModel
+from nlpkit_plugins.models.shared.options import RecurrentOptions
+
+
+class CrashyOptions(RecurrentOptions):
+    crash: str = "raise"  # how training step 3 fails: raise | exit (os._exit) | sigkill
+
+
+class CrashyModel(LSTMModel):
+    """The lstm, failing at its third training step (unless CRASHY_OFF is set): a test-only model."""
+
+    name = "crashy"
+    serves = ("classification",)
+    per_kind = {}
+    Options = CrashyOptions
+
+    def forward(self, ids, lengths, labels=None):
+        if self.training and not os.environ.get("CRASHY_OFF"):
+            self.calls = getattr(self, "calls", 0) + 1
+            if self.calls == 3:
+                if self.options.crash == "exit":
+                    os._exit(7)
+                if self.options.crash == "sigkill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                raise RuntimeError("injected failure at training step 3\\nsecond line of the message")
+        return super().forward(ids, lengths, labels)
+
+
+@nlpkit.hookimpl
+def register_models(register):
+    register(CrashyModel)
+'''
+
+
 def write_recipe(folder: Path, text: str) -> Path:
     path = Path(folder) / "recipe.yaml"
     path.write_text(text)

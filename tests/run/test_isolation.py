@@ -8,48 +8,11 @@ import json
 import pytest
 import yaml
 from click.testing import CliRunner
+from training_utils import CRASHY
 
 from nlpkit.cli import main
 from nlpkit.run.folders import run_status
 from nlpkit.testing import install_package, one_module_plugin, plugins_on_path
-
-CRASHY = '''\
-import os
-import signal
-
-import nlpkit
-from nlpkit_plugins.models.lstm import LSTMModel
-from nlpkit_plugins.models.shared.options import RecurrentOptions
-
-
-class CrashyOptions(RecurrentOptions):
-    crash: str = "raise"  # how training step 3 fails: raise | exit (os._exit) | sigkill
-
-
-class CrashyModel(LSTMModel):
-    """The lstm, failing at its third training step (unless CRASHY_OFF is set): a test-only model."""
-
-    name = "crashy"
-    serves = ("classification",)
-    per_kind = {}
-    Options = CrashyOptions
-
-    def forward(self, ids, lengths, labels=None):
-        if self.training and not os.environ.get("CRASHY_OFF"):
-            self.calls = getattr(self, "calls", 0) + 1
-            if self.calls == 3:
-                if self.options.crash == "exit":
-                    os._exit(7)
-                if self.options.crash == "sigkill":
-                    os.kill(os.getpid(), signal.SIGKILL)
-                raise RuntimeError("injected failure at training step 3\\nsecond line of the message")
-        return super().forward(ids, lengths, labels)
-
-
-@nlpkit.hookimpl
-def register_models(register):
-    register(CrashyModel)
-'''
 
 TINY = "vocab_size: 200, embedding_dim: 8, hidden_size: 8"
 RECIPE = f"""\

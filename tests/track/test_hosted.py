@@ -5,17 +5,15 @@ import json
 import os
 
 from click.testing import CliRunner
+from training_utils import CRASHY
 
 from nlpkit.cli import main
 from nlpkit.testing import install_package, one_module_plugin, plugins_on_path
 
-PLUGIN = '''\
-import json
-import os
-import signal
+# A tracker plugin, appended to the crashy model's module (which imports os and nlpkit): one plugin, both kinds.
+CALLS = '''
 
-import nlpkit
-from nlpkit_plugins.models.lstm import LSTMModel
+import json
 
 
 class Calls(nlpkit.Tracker):
@@ -47,28 +45,9 @@ class Calls(nlpkit.Tracker):
         self._note("end", status)
 
 
-class Killed(LSTMModel):
-    """The lstm, killed (SIGKILL) at its third training step."""
-
-    name = "killed"
-    serves = ("classification",)
-    per_kind = {}
-
-    def forward(self, ids, lengths, labels=None):
-        self.calls = getattr(self, "calls", 0) + self.training
-        if self.calls == 3:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return super().forward(ids, lengths, labels)
-
-
 @nlpkit.hookimpl
 def register_trackers(register):
     register(Calls)
-
-
-@nlpkit.hookimpl
-def register_models(register):
-    register(Killed)
 '''
 
 TINY = "vocab_size: 200, embedding_dim: 8, hidden_size: 8"
@@ -79,14 +58,14 @@ task: {{{{name: classification, dataset: toy_topics, dataset_options: {{{{train_
 models:
   lstm: {{{{{TINY}}}}}
   again: {{{{model: lstm, {TINY}}}}}
-  killed: {{{{model: killed, {TINY}}}}}
+  killed: {{{{model: crashy, crash: sigkill, {TINY}}}}}
 train: {{{{max_steps: 4, batch_size: 16, eval_every: 2, log_every: 1, progress: false, precision: fp32}}}}
 track: [calls]
 """
 
 
 def test_the_nlpkit_run_process_hosts_the_trackers_of_its_runs(tmp_path, monkeypatch):
-    package = one_module_plugin(tmp_path / "src" / "calls_tracker", "calls_tracker", PLUGIN)
+    package = one_module_plugin(tmp_path / "src" / "calls_tracker", "calls_tracker", CRASHY + CALLS)
     install_package(package, tmp_path / "site")
     calls_file = tmp_path / "calls.jsonl"
     monkeypatch.setenv("CALLS_FILE", str(calls_file))
