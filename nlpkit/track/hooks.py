@@ -11,12 +11,12 @@ from nlpkit.contract import RunContext
 from nlpkit.hookspecs import hookimpl
 from nlpkit.plugins import registry
 from nlpkit.track.host import HostedSession, parent
-from nlpkit.track.session import TrackingSession
+from nlpkit.track.session import Session, TrackingSession
 
 KEY = "nlpkit.track"  # the run's session, in RunContext.extra
 
 
-def _session(run: RunContext) -> TrackingSession | None:
+def _session(run: RunContext) -> Session | None:
     return run.extra.get(KEY)
 
 

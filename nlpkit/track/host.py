@@ -22,10 +22,11 @@ from typing import Any
 
 from nlpkit.contract import RunContext
 from nlpkit.plugins import registry
-from nlpkit.track.session import Trackers, TrackingSession
+from nlpkit.track.session import Session, Trackers
 
 log = logging.getLogger("nlpkit.track")
-OPEN, CALL, SYNC, SYNCED, CLOSE = "track:open", "track:call", "track:sync", "track:synced", "track:close"
+OPEN, CALL, SYNC, SYNCED, CLOSE, GONE = ("track:open", "track:call", "track:sync", "track:synced", "track:close",
+                                         "track:gone")  # GONE: from the parent itself, for a child that died
 WHERE = "the nlpkit run process, which hosts the trackers of its runs"
 
 _parent: Connection | None = None  # in a run's child process: the pipe to the parent that hosts its trackers
@@ -41,13 +42,12 @@ def parent() -> Connection | None:
     return _parent
 
 
-class HostedSession(TrackingSession):
+class HostedSession(Session):
     """A run's side of hosted tracking: the lifecycle hooks' calls, sent to the parent as they come."""
 
-    where = WHERE
-
     def __init__(self, run: RunContext, conn: Connection):
-        self.run, self.conn, self.waited, self.trackers = run, conn, 0.0, None
+        super().__init__(run)
+        self.conn: Connection | None = conn
         self._send((OPEN, dataclasses.replace(run, extra={})))
 
     def call(self, method: str, *args: Any) -> None:
@@ -102,7 +102,7 @@ class TrackingHost:
 
     def gone(self, conn: Connection) -> None:
         if self._worker is not None:
-            self._calls.put((conn, ("track:gone",)))
+            self._calls.put((conn, (GONE,)))
 
     def close(self) -> None:
         if self._worker is not None:
@@ -124,7 +124,7 @@ class TrackingHost:
                 elif kind == CLOSE and trackers:
                     trackers.close(message[1], WHERE)
                     del self._runs[conn]
-                elif kind == "track:gone" and trackers:
+                elif kind == GONE and trackers:
                     trackers.make("end", ("failed",))
                     trackers.close(0.0, WHERE)
                     del self._runs[conn]

@@ -87,14 +87,55 @@ class Trackers:
                     name, method, self.off[name], self.run.name)
 
 
-class TrackingSession:
-    """What the lifecycle hooks hand the trackers, made on a thread of this process; ``call`` queues a method."""
+class Session:
+    """What the lifecycle hooks hand a run's trackers, as calls; a subclass says where the calls are made
+    (``call``: queue one, ``wait``: until every one queued so far was made, ``_close``: after the last)."""
 
-    where = "a thread of the run's process"
-
-    def __init__(self, run: RunContext, registry: Registry):
+    def __init__(self, run: RunContext):
         self.run = run
         self.waited = 0.0  # seconds the run's own thread waited for the trackers
+
+    def call(self, method: str, *args: Any) -> None:
+        raise NotImplementedError
+
+    def wait(self) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    # --- what the lifecycle hooks hand over --------------------------------------------------------
+    def start(self) -> None:
+        self.call("start", self.run.resume_step)
+        self.call("log_settings", self.run.settings)
+
+    def train_log(self, step: int, metrics: dict[str, Any]) -> None:
+        self.call("log_scalars", step, numeric(metrics, "train"))
+
+    def evaluation(self, step: int, metrics: dict[str, Any]) -> None:
+        self.call("log_scalars", step, numeric(metrics, "validation"))
+
+    def checkpoint(self, step: int) -> None:
+        self.call("checkpoint", step)
+        self.wait()  # the checkpoint's promise: nothing logged up to it is lost to a kill after it
+
+    def results(self, results: dict[str, Any]) -> None:
+        self.call("log_results", results)
+
+    def end(self, status: str) -> None:
+        if status == "finished":
+            folder = Path(self.run.folder)
+            files = {name: folder / name for name in ("model", "results.json", "recipe.yaml", "metrics.jsonl")}
+            self.call("log_artifacts", {name: path for name, path in files.items() if path.exists()})
+        self.call("end", status)
+        self._close()
+
+
+class TrackingSession(Session):
+    """A run's trackers on a thread of the run's own process."""
+
+    def __init__(self, run: RunContext, registry: Registry):
+        super().__init__(run)
         self._calls: queue.Queue[tuple[str, tuple] | None] = queue.Queue()
         self.trackers: Trackers | None = None  # built on the worker thread
         self._worker = threading.Thread(target=self._work, args=(registry,), name=f"nlpkit-track-{run.name}",
@@ -125,30 +166,4 @@ class TrackingSession:
         self._worker.join()
         self.waited += time.perf_counter() - started
         if self.trackers is not None:
-            self.trackers.close(self.waited, self.where)
-
-    # --- what the lifecycle hooks hand over --------------------------------------------------------
-    def start(self) -> None:
-        self.call("start", self.run.resume_step)
-        self.call("log_settings", self.run.settings)
-
-    def train_log(self, step: int, metrics: dict[str, Any]) -> None:
-        self.call("log_scalars", step, numeric(metrics, "train"))
-
-    def evaluation(self, step: int, metrics: dict[str, Any]) -> None:
-        self.call("log_scalars", step, numeric(metrics, "validation"))
-
-    def checkpoint(self, step: int) -> None:
-        self.call("checkpoint", step)
-        self.wait()  # the checkpoint's promise: nothing logged up to it is lost to a kill after it
-
-    def results(self, results: dict[str, Any]) -> None:
-        self.call("log_results", results)
-
-    def end(self, status: str) -> None:
-        if status == "finished":
-            folder = Path(self.run.folder)
-            files = {name: folder / name for name in ("model", "results.json", "recipe.yaml", "metrics.jsonl")}
-            self.call("log_artifacts", {name: path for name, path in files.items() if path.exists()})
-        self.call("end", status)
-        self._close()
+            self.trackers.close(self.waited, "a thread of the run's process")
